@@ -1,0 +1,61 @@
+"""LightningDataModule over a set of tasks: joint SFT training data, one test loader per task."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from taskneurons.data.encoding import Encoded, LengthSortedBatches, collate_eval, collate_sft, encode_example
+from taskneurons.data.loading import TaskData
+
+
+class TaskDataModule(pl.LightningDataModule):
+    def __init__(self, tokenizer: Any, tasks: dict[str, TaskData], cfg: Any, seed: int = 0):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.tasks = tasks
+        self.cfg = cfg
+        self.seed = seed
+        self.encoded: dict[str, dict[str, list[Encoded]]] = {}
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoded:
+            return
+        enc = partial(
+            encode_example,
+            self.tokenizer,
+            max_prompt_tokens=int(self.cfg.max_prompt_tokens),
+            max_target_tokens=int(self.cfg.max_target_tokens),
+        )
+        for name, td in self.tasks.items():
+            self.encoded[name] = {s: [enc(td.spec, ex) for ex in td.split(s)] for s in ("train", "test")}
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        data = [e for name in self.tasks for e in self.encoded[name]["train"]]
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            data,
+            batch_size=int(self.cfg.batch_size),
+            shuffle=True,
+            generator=generator,
+            collate_fn=partial(collate_sft, pad_id=self.tokenizer.pad_token_id, eos_id=self.tokenizer.eos_token_id),
+            num_workers=int(self.cfg.num_workers),
+        )
+
+    def test_loader(self, name: str) -> DataLoader:
+        self.setup()
+        data = self.encoded[name]["test"]
+        sampler = LengthSortedBatches([len(e.prompt_ids) for e in data], int(self.cfg.eval_batch_size))
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate_eval, num_workers=int(self.cfg.num_workers))
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.test_loader(name) for name in self.tasks]

@@ -1,0 +1,84 @@
+"""Per-task metric state (torchmetrics), filled batch by batch, read once at the end.
+
+Scores are reported in percent, like the paper's tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.text import ROUGEScore
+
+from taskneurons.data.tasks import TaskSpec
+
+CLS_SCORERS = ("loglik", "generate")
+
+
+@dataclass
+class TaskMetrics:
+    spec: TaskSpec
+    scorers: tuple[str, ...]
+    primary: str
+    accuracy: dict[str, MulticlassAccuracy] = field(default_factory=dict)
+    rouge: ROUGEScore | None = None
+    seconds: Counter = field(default_factory=Counter)
+    invalid: Counter = field(default_factory=Counter)
+    gold: Counter = field(default_factory=Counter)
+    n: int = 0
+    samples: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.spec.is_classification:
+            # One extra class stands for "generated text names no label": always wrong.
+            n_cls = len(self.spec.labels) + 1
+            self.accuracy = {s: MulticlassAccuracy(num_classes=n_cls, average="micro") for s in self.scorers}
+        else:
+            self.rouge = ROUGEScore(rouge_keys="rougeL", accumulate="best")
+
+    def update_cls(self, scorer: str, pred: list[int], gold: list[int]) -> None:
+        invalid = len(self.spec.labels)
+        p = torch.tensor([x if x >= 0 else invalid for x in pred])
+        self.accuracy[scorer].update(p, torch.tensor(gold))
+        self.invalid[scorer] += sum(x < 0 for x in pred)
+        if scorer == self.scorers[0]:
+            self.n += len(gold)
+            self.gold.update(gold)
+
+    def update_gen(self, preds: list[str], refs: list[tuple[str, ...]]) -> None:
+        self.rouge.update(preds, [list(r) for r in refs])
+        self.n += len(preds)
+
+    def timed(self, scorer: str):
+        metrics = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                metrics.seconds[scorer] += time.perf_counter() - self.t
+
+        return _Timer()
+
+    def compute(self) -> dict[str, float | int | str]:
+        out: dict[str, float | int | str] = {"kind": self.spec.kind, "n": self.n, "metric": self.spec.metric}
+        if self.spec.is_classification:
+            for s in self.scorers:
+                out[f"accuracy_{s}"] = round(100 * float(self.accuracy[s].compute()), 2)
+                out[f"seconds_{s}"] = round(self.seconds[s], 3)
+                if s == "generate":
+                    out["invalid_rate_generate"] = round(100 * self.invalid[s] / max(self.n, 1), 2)
+            out["score"] = out[f"accuracy_{self.primary}"]
+            out["scorer"] = self.primary
+            out["majority_baseline"] = round(100 * max(self.gold.values()) / max(self.n, 1), 2) if self.gold else 0.0
+            out["chance"] = round(100 / len(self.spec.labels), 2)
+        else:
+            out["rougeL"] = round(100 * float(self.rouge.compute()["rougeL_fmeasure"]), 2)
+            out["seconds_generate"] = round(self.seconds["generate"], 3)
+            out["score"] = out["rougeL"]
+            out["scorer"] = "generate"
+        return out

@@ -1,0 +1,60 @@
+"""Shared fixtures: offline, seeded, tiny models built from the project's own model configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "TASKNEURONS_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["TASKNEURONS_DATA"] = str(SHARED_DATA)
+
+
+def compose(config_name: str = "evaluate", overrides: list[str] | None = None):
+    """Compose a config exactly as the entry point does (hydra.* resolvable)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    path = os.environ.get("TASKNEURONS_DATA")
+    if not path or not Path(path).is_dir():
+        pytest.fail("TASKNEURONS_DATA must point at the benchmark data (shared/data); `make test` sets it")
+    return path
+
+
+def tiny(name: str):
+    from taskneurons.models.loading import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(compose(overrides=[f"model={name}"]).model)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return tiny("tiny_llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_bloom():
+    return tiny("tiny_bloom")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    return tiny("tiny_gpt2")
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_bloom", "tiny_gpt2"])
+def tiny_model(request):
+    return request.getfixturevalue(request.param)

@@ -1,0 +1,70 @@
+"""Every option of every config group composes and passes validation (no model is loaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT, compose
+from taskneurons.config import build_task_specs, validate_common
+
+GROUPS = ["model", "benchmark", "data", "eval", "logger", "trainer", "paths", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for g in GROUPS + ["task"]:
+        assert options(g), f"conf/{g} is empty"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_group_option_composes(group, option):
+    cfg = compose(overrides=[f"{group}={option}"])
+    specs, problems = build_task_specs(cfg)
+    problems += validate_common(cfg)
+    assert not problems, problems
+    assert specs
+
+
+@pytest.mark.parametrize("task", options("task"))
+def test_every_task_composes_alone(task):
+    cfg = compose(overrides=[f"task={task}"])
+    specs, problems = build_task_specs(cfg)
+    assert not problems, problems
+    assert [s.name for s in specs] == [task]
+    spec = specs[0]
+    assert spec.prompt_fields, "a prompt must read at least one field"
+    assert (spec.labels is not None) == spec.is_classification
+
+
+@pytest.mark.parametrize("model", ["llama2_7b", "bloom_7b1"])
+def test_paper_scale_models_compose(model):
+    cfg = compose(overrides=[f"model={model}", "benchmark=generalization12", "trainer=gpu"])
+    assert cfg.model.source == "hub" and cfg.model.dtype == "bfloat16"
+    assert validate_common(cfg) == []
+    assert len(cfg.tasks) == 13
+
+
+@pytest.mark.parametrize(
+    "benchmark,n", [("starter", 3), ("generalization12", 13), ("cl_standard", 4), ("cl_long8", 8)]
+)
+def test_benchmarks_list_their_tasks(benchmark, n):
+    cfg = compose(overrides=[f"benchmark={benchmark}"])
+    assert len(cfg.tasks) == n
+    assert set(cfg.benchmark.train_tasks) <= set(cfg.tasks)
+
+
+def test_task_override_selects_subset_and_fields_override():
+    cfg = compose(overrides=["benchmark=generalization12", "task=[sst2,xsum]", "tasks.sst2.prompt='Review: {input} Sentiment:'"])
+    assert list(cfg.tasks) == ["sst2", "xsum"]
+    assert cfg.tasks.sst2.prompt.startswith("Review:")
+
+
+def test_bad_values_are_named_by_key():
+    cfg = compose(overrides=["eval.cls_scorers=[vote]", "logger.type=tensorboard", "tasks.bbc_topic.kind=regression"])
+    specs, problems = build_task_specs(cfg)
+    problems += validate_common(cfg)
+    text = " ".join(problems)
+    assert "eval.cls_scorers" in text and "logger.type" in text and "tasks.bbc_topic.kind" in text
