@@ -1,0 +1,1 @@
+"""Task-specific neurons: pools, attribution, selection, NeuronSet, deactivation, sparse fine-tuning."""

@@ -1,0 +1,119 @@
+"""Gradient attribution of FFN neurons: R_u = |dL/dω_u · ω_u| per token, reduced over target tokens.
+
+No weight gradient is ever computed: all parameters are frozen and the graph starts at the input
+embeddings' output, so backward only propagates activation gradients (about one forward's cost,
+against two for a fine-tuning backward). Scores accumulate in fp32 on the model's device.
+
+Reductions (per batch, then summed over batches):
+- ``mean``: mean over in-scope tokens of |g·a| (NA-MNMT; the paper's cited implementation);
+- ``sum``: sum over in-scope tokens of |g·a|;
+- ``abs_sum``: |Σ_t g·a| per example, summed over examples (the first-order loss change of zeroing the
+  unit at every in-scope position).
+Token scope: ``target`` (positions whose next token is a target token; prompt and padding excluded)
+or ``all`` (every non-padding position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from taskneurons.data.encoding import IGNORE_INDEX
+from taskneurons.models.loss import target_only_loss
+from taskneurons.neurons.pools import Key, Pool
+
+REDUCTIONS = ("mean", "sum", "abs_sum")
+TOKEN_SCOPES = ("target", "all")
+
+
+def scope_mask(batch: dict[str, torch.Tensor], token_scope: str) -> torch.Tensor:
+    """[B, T] bool: positions whose activations are scored."""
+    if token_scope == "all":
+        return batch["attention_mask"].bool()
+    mask = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    mask[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
+    return mask
+
+
+class _Recorder:
+    def __init__(self, pools: list[Pool], reduction: str, device: torch.device):
+        self.pools = pools
+        self.reduction = reduction
+        self.scores = {p.key: torch.zeros(p.size, dtype=torch.float32, device=device) for p in pools}
+        self.act_sum = {p.key: torch.zeros(p.size, dtype=torch.float32, device=device) for p in pools}
+        self.n_tokens = 0
+        self.mask: torch.Tensor | None = None
+        self.handles: list = []
+
+    def _capture(self, key: Key, act: torch.Tensor) -> None:
+        mask = self.mask
+        with torch.no_grad():
+            self.act_sum[key] += act.detach()[mask].float().sum(0)
+        reduction, scores = self.reduction, self.scores
+
+        def on_grad(grad: torch.Tensor) -> None:
+            with torch.no_grad():
+                ga = grad.float() * act.detach().float()  # [B, T, U]
+                if reduction == "abs_sum":
+                    scores[key] += (ga * mask[..., None]).sum(1).abs().sum(0)
+                else:
+                    per_tok = ga[mask].abs()  # [N, U]
+                    scores[key] += per_tok.mean(0) if reduction == "mean" else per_tok.sum(0)
+
+        act.register_hook(on_grad)
+
+    def attach(self, model: torch.nn.Module) -> None:
+        self.attach_pools()
+        # the graph must start somewhere: make the embedding output a leaf that requires grad
+        emb = model.get_input_embeddings()
+        self.handles.append(emb.register_forward_hook(lambda m, i, o: o.detach().requires_grad_(True)))
+
+    def attach_pools(self) -> None:
+        for p in self.pools:
+            if p.act_side == "output":
+                h = p.act.module.register_forward_hook(lambda m, i, o, key=p.key: self._capture(key, o))
+            else:
+                h = p.act.module.register_forward_pre_hook(lambda m, i, key=p.key: self._capture(key, i[0]))
+            self.handles.append(h)
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def attribute(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    pools: list[Pool],
+    reduction: str = "mean",
+    token_scope: str = "target",
+) -> tuple[dict[Key, torch.Tensor], dict[Key, torch.Tensor]]:
+    """Relevance scores and mean activations of every unit of every pool, in fp32 on the CPU."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"neurons.reduction='{reduction}' must be one of {', '.join(REDUCTIONS)}")
+    if token_scope not in TOKEN_SCOPES:
+        raise ValueError(f"neurons.token_scope='{token_scope}' must be one of {', '.join(TOKEN_SCOPES)}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    frozen = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()  # no dropout: scores must be deterministic
+    rec = _Recorder(pools, reduction, device)
+    rec.attach(model)
+    try:
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            rec.mask = scope_mask(batch, token_scope)
+            rec.n_tokens += int(rec.mask.sum())
+            with torch.enable_grad():
+                target_only_loss(model, batch).backward()
+    finally:
+        rec.detach()
+        for n, p in model.named_parameters():
+            p.requires_grad_(frozen[n])
+        model.train(was_training)
+    means = {k: (v / max(rec.n_tokens, 1)).cpu() for k, v in rec.act_sum.items()}
+    return {k: v.cpu() for k, v in rec.scores.items()}, means

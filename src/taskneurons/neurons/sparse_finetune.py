@@ -1,0 +1,93 @@
+"""Neuron-only fine-tuning: trainable delta rows for the selected neurons, the base frozen.
+
+Each selected neuron gets small trainable parameters added on top of the frozen weights through
+forward hooks (``y[..., idx] += x @ ΔWᵀ + Δb`` for rows, ``y += x[..., idx] @ ΔWᵀ`` for columns), so
+the optimizer (AdamW, weight decay included) only ever sees the deltas: its state is proportional
+to the selection and every other parameter stays bit-identical. ``merge`` folds the deltas into the
+weights, leaving an ordinary HF model that saves and loads as usual.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from taskneurons.neurons.neuronset import NeuronSet
+from taskneurons.neurons.pools import Pool, key_str
+
+
+class NeuronDeltas(nn.Module):
+    def __init__(self, pools: list[Pool], nset: NeuronSet):
+        super().__init__()
+        self.pools = [p for p in pools if nset.indices.get(p.key) is not None and nset.indices[p.key].numel()]
+        self.nset = nset
+        self.row_w, self.row_b, self.col_w = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
+        self._index: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+        for pool in self.pools:
+            idx = nset.indices[pool.key]
+            for m in pool.rows:
+                name = self._name(pool, m)
+                w = m.weight
+                self.row_w[name] = nn.Parameter(torch.zeros(idx.numel(), m.in_features, dtype=w.dtype, device=w.device))
+                if m.bias is not None:
+                    self.row_b[name] = nn.Parameter(torch.zeros(idx.numel(), dtype=w.dtype, device=w.device))
+                self._index[name] = idx.to(w.device)
+            for m in pool.cols:
+                name = self._name(pool, m)
+                w = m.weight
+                self.col_w[name] = nn.Parameter(torch.zeros(m.out_features, idx.numel(), dtype=w.dtype, device=w.device))
+                self._index[name] = idx.to(w.device)
+
+    @staticmethod
+    def _name(pool: Pool, m) -> str:
+        return f"{key_str(pool.key)}.{m.name}".replace(".", "_")
+
+    def n_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def attach(self) -> None:
+        """Add the deltas to the model's forward pass (idempotent)."""
+        if self._handles:
+            return
+        for pool in self.pools:
+            for m in pool.rows:
+                self._handles.append(m.module.register_forward_hook(self._row_hook(self._name(pool, m))))
+            for m in pool.cols:
+                self._handles.append(m.module.register_forward_hook(self._col_hook(self._name(pool, m))))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _row_hook(self, name: str):
+        def hook(module, inputs, out):
+            x = inputs[0]
+            b = self.row_b[name] if name in self.row_b else None
+            return out.index_add(-1, self._index[name], nn.functional.linear(x, self.row_w[name], b))
+
+        return hook
+
+    def _col_hook(self, name: str):
+        def hook(module, inputs, out):
+            x = inputs[0].index_select(-1, self._index[name])
+            return out + nn.functional.linear(x, self.col_w[name])
+
+        return hook
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the deltas into the weights and remove the hooks; the deltas are zeroed after."""
+        self.detach()
+        for pool in self.pools:
+            for m in pool.rows:
+                name = self._name(pool, m)
+                m.unit_weight().index_add_(0, self._index[name], self.row_w[name].to(m.weight.dtype))
+                if name in self.row_b:
+                    m.bias.index_add_(0, self._index[name], self.row_b[name].to(m.bias.dtype))
+            for m in pool.cols:
+                name = self._name(pool, m)
+                m.unit_weight().index_add_(1, self._index[name], self.col_w[name].to(m.weight.dtype))
+        for p in self.parameters():
+            p.zero_()
