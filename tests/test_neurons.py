@@ -40,7 +40,7 @@ def brute_force_scores(model, batches, pools, reduction, token_scope):
         acts = {}
         hooks = []
         for p in pools:
-            def grab(t, key=p.key):
+            def grab(t, key=p.key, acts=acts):
                 acts[key] = t
             if p.act_side == "output":
                 hooks.append(p.act.module.register_forward_hook(lambda m, i, o, g=grab: g(o)))

@@ -64,7 +64,7 @@ class NeuronDeltas(nn.Module):
     def _row_hook(self, name: str):
         def hook(module, inputs, out):
             x = inputs[0]
-            b = self.row_b[name] if name in self.row_b else None
+            b = self.row_b.get(name)
             return out.index_add(-1, self._index[name], nn.functional.linear(x, self.row_w[name], b))
 
         return hook
