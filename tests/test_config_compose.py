@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT, compose
 from taskneurons.config import build_task_specs, validate_common
 
-GROUPS = ["model", "benchmark", "data", "eval", "logger", "trainer", "paths", "experiment"]
+GROUPS = ["model", "benchmark", "data", "eval", "logger", "trainer", "paths"]
 
 
 def options(group: str) -> list[str]:
@@ -15,7 +15,7 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_options():
-    for g in GROUPS + ["task"]:
+    for g in GROUPS + ["task", "experiment", "neurons", "intervention", "optim"]:
         assert options(g), f"conf/{g} is empty"
 
 
@@ -68,3 +68,44 @@ def test_bad_values_are_named_by_key():
     problems += validate_common(cfg)
     text = " ".join(problems)
     assert "eval.cls_scorers" in text and "logger.type" in text and "tasks.bbc_topic.kind" in text
+
+
+ENTRY_OF_EXPERIMENT = {"table2_small": "train", "table2_paper": "train", "table7_paper": "train"}
+
+
+@pytest.mark.parametrize("entry", ["evaluate", "identify", "train"])
+def test_entry_configs_compose_and_validate(entry):
+    from taskneurons.evaluate import validate_intervention
+    from taskneurons.neurons.identify import validate_neurons_config
+    from taskneurons.train import validate_train
+
+    cfg = compose(entry)
+    specs, problems = build_task_specs(cfg)
+    problems += validate_common(cfg)
+    problems += {"evaluate": validate_intervention, "train": validate_train,
+                 "identify": lambda c: validate_neurons_config(c.neurons)}[entry](cfg)
+    assert not problems and specs
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_validates_with_its_entry_point(experiment):
+    from taskneurons.evaluate import validate_intervention
+    from taskneurons.train import validate_train
+
+    entry = ENTRY_OF_EXPERIMENT.get(experiment, "evaluate")
+    cfg = compose(entry, [f"experiment={experiment}"])
+    specs, problems = build_task_specs(cfg)
+    problems += validate_common(cfg)
+    problems += (validate_train if entry == "train" else validate_intervention)(cfg)
+    assert not problems, problems
+    assert cfg.experiment_name == experiment
+
+
+@pytest.mark.parametrize("group,option", [("neurons", o) for o in options("neurons")]
+                         + [("intervention", o) for o in options("intervention")] + [("optim", o) for o in options("optim")])
+def test_neuron_groups_compose(group, option):
+    entry = "evaluate" if group == "intervention" and option in ("none", "deactivate") else "train"
+    if group == "neurons":
+        entry = "identify"
+    cfg = compose(entry, [f"{group}={option}"])
+    assert cfg[group] is not None

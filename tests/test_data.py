@@ -147,4 +147,4 @@ def test_labels_file_disagreeing_with_config_is_reported(tmp_path):
 
 def test_test_only_task_cannot_be_trained(data_dir):
     with pytest.raises(ConfigError, match="'gptnli' has no training data"):
-        load_tasks(specs_for(["task=gptnli"]), data_dir, 10, 10, 0, need_train=True)
+        load_tasks(specs_for(["task=gptnli"]), data_dir, 10, 10, 0, need_train=["gptnli"])

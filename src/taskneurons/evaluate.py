@@ -1,7 +1,8 @@
 """Evaluate a model on a benchmark's tasks: ``python -m taskneurons.evaluate model=... benchmark=...``.
 
-Compose config -> validate config and data (before any model loads) -> load model -> Lightning test
-loop over one dataloader per task -> metrics.json (atomic) + results table + W&B run.
+With ``intervention=deactivate neurons=task|random`` the tasks are also evaluated with a neuron set
+switched off: each task with its own set (``intervention.source=same``), every task with every task's
+set (``matrix``, the paper's Fig. 5), or every task with one task's set (``source=<task>``).
 """
 
 from __future__ import annotations
@@ -11,56 +12,119 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from taskneurons.config import checked_task_specs
-from taskneurons.data.datamodule import TaskDataModule
-from taskneurons.data.loading import load_tasks
-from taskneurons.lit.module import CausalLMModule
-from taskneurons.models.loading import load_model_and_tokenizer
-from taskneurons.report.tables import print_results, summarize
+from taskneurons.eval.loop import run_test
+from taskneurons.neurons.identify import SET_KINDS, control_set, sets_for_tasks, validate_neurons_config
+from taskneurons.neurons.masking import DeactivateNeurons
+from taskneurons.neurons.pools import neuron_pools
+from taskneurons.report.heatmap import save_change_heatmaps
+from taskneurons.report.tables import print_change_table, print_results, summarize
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
-from taskneurons.runtime.loggers import build_logger, finish, log_results_table, to_container
-from taskneurons.runtime.trainer import build_trainer
+from taskneurons.runtime.loggers import finish, log_image, log_results_table
+from taskneurons.runtime.session import open_session
 
 log = logging.getLogger("taskneurons.evaluate")
+INTERVENTIONS = ("none", "deactivate")
+
+
+def validate_intervention(cfg: DictConfig) -> list[str]:
+    iv = cfg.intervention
+    if iv.name not in INTERVENTIONS:
+        return [f"intervention={iv.name} does not apply to evaluate; use one of {', '.join(INTERVENTIONS)} (training: taskneurons.train)"]
+    if iv.name == "none":
+        return []
+    p = validate_neurons_config(cfg.neurons, cfg.model.name)
+    tasks = list(cfg.get("tasks") or {})
+    if iv.source not in ("same", "matrix", *tasks):
+        p.append(f"intervention.source='{iv.source}' must be same, matrix or one of the selected tasks {tasks}")
+    bad = [k for k in iv.sets if k not in SET_KINDS]
+    if bad or not iv.sets:
+        p.append(f"intervention.sets={list(iv.sets)} must be a non-empty subset of {list(SET_KINDS)}")
+    if iv.path not in ("weights", "hooks"):
+        p.append(f"intervention.path='{iv.path}' must be weights or hooks")
+    if iv.replacement not in ("zero", "mean") or (iv.replacement == "mean" and iv.path == "weights"):
+        p.append(f"intervention.replacement='{iv.replacement}' must be zero, or mean with intervention.path=hooks")
+    return p
 
 
 def evaluate_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
-    specs = checked_task_specs(cfg)
-    data = load_tasks(
-        specs, cfg.paths.data_dir, max_train=0, max_test=cfg.data.max_test, seed=int(cfg.data.sample_seed), splits=("test",)
-    )
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model, tok = load_model_and_tokenizer(cfg.model, cfg.paths.model_cache)
-    logger = build_logger(cfg, out, {**to_container(cfg), "run_meta": meta})
+    iv = cfg.intervention
+    deactivate = iv.name == "deactivate"
+    problems = validate_intervention(cfg)
+    needs_train = deactivate and cfg.neurons.split == "train" and not cfg.neurons.get("path")
+    strict_train = needs_train and not cfg.neurons.get("fallback_to_test")
+    sources = list(cfg.tasks) if (not deactivate or iv.source in ("same", "matrix")) else [iv.source]
+    session = open_session(cfg, out, meta, splits=("train", "test") if needs_train else ("test",),
+                           need_train=sources if strict_train else (), problems=problems)
     try:
-        dm = TaskDataModule(tok, data, cfg.data, seed=int(cfg.seed))
-        module = CausalLMModule(model, tok, cfg.eval)
-        module.set_eval_tasks(specs)
-        trainer = build_trainer(cfg, logger)
-        trainer.test(module, dataloaders=dm.test_dataloader(), verbose=False)
-        results = module.results
-        metrics = {
-            "job": "evaluate",
-            "model": cfg.model.name,
-            "benchmark": cfg.benchmark.name,
-            "seed": int(cfg.seed),
-            "tasks": results,
-            "summary": summarize(results),
-            "data_fingerprint": {n: td.fingerprint("test") for n, td in data.items()},
-        }
-        atomic_write_json(out / "samples.json", module.samples())
+        metrics: dict[str, Any] = {"job": "evaluate", "model": cfg.model.name, "benchmark": cfg.benchmark.name,
+                                   "seed": int(cfg.seed), "intervention": iv.name,
+                                   "data_fingerprint": {n: td.fingerprint("test") for n, td in session.data.items()}}
+        names = [s.name for s in session.specs]
+        prepared = prepare_sets(session, sources) if deactivate else None
+        base = {}
+        if not deactivate or iv.baseline:
+            base, samples = run_test(session, names)
+            metrics["tasks"] = base
+            metrics["summary"] = summarize(base)
+            atomic_write_json(out / "samples.json", samples)
+            log_results_table(session.logger, base)
+        if deactivate:
+            metrics.update(deactivation(session, names, sources, base, out, prepared))
         atomic_write_json(out / "metrics.json", metrics)
-        log_results_table(logger, results)
-        if logger is not None:
-            logger.log_metrics({f"summary/{k}": v for k, v in metrics["summary"].items()})
+        if session.logger is not None and metrics.get("summary"):
+            session.logger.log_metrics({f"summary/{k}": v for k, v in metrics["summary"].items()})
     finally:
-        finish(logger)
-    print_results(results, title=f"{cfg.model.name} on {cfg.benchmark.name} (zero-shot)", run_dir=out)
+        finish(session.logger)
+    if base:
+        print_results(base, title=f"{cfg.model.name} on {cfg.benchmark.name}", run_dir=None if deactivate else out)
+    if deactivate:
+        print_change_table(metrics, run_dir=out)
     return metrics
+
+
+def prepare_sets(session, sources: list[str]):
+    pools = neuron_pools(session.model, session.cfg.neurons.definition)
+    task_sets, infos = sets_for_tasks(session, sources, pools)
+    return pools, task_sets, infos
+
+
+def deactivation(session, names: list[str], sources: list[str], base: dict, out: Path, prepared) -> dict[str, Any]:
+    cfg = session.cfg
+    iv = cfg.intervention
+    pools, task_sets, infos = prepared
+    results: dict[str, dict[str, dict[str, dict]]] = {}
+    change: dict[str, dict[str, dict[str, float]]] = {}
+    for kind in iv.sets:
+        results[kind], change[kind] = {}, {}
+        for src in sources:
+            nset = control_set(kind, task_sets[src], pools, session.model_name, cfg.neurons)
+            targets = [src] if iv.source == "same" else names
+            cb = DeactivateNeurons(pools, nset, replacement=iv.replacement, path=iv.path)
+            res, _ = run_test(session, targets, callbacks=[cb], log_prefix=f"deactivate_{kind}/{src}")
+            results[kind][src] = res
+            if base:
+                change[kind][src] = {t: round(res[t]["score"] - base[t]["score"], 2) for t in targets}
+    out_metrics: dict[str, Any] = {"neuron_sets": infos, "deactivation": results, "source": iv.source}
+    if base:
+        out_metrics["change"] = change
+        # the paper's Table 1 rows: original, and each task with its own set (or the random control) off
+        rows = {}
+        for t in names:
+            row = {"original": base[t]["score"]}
+            for kind in iv.sets:
+                if t in results[kind].get(t, {}):
+                    row[f"deactivate_{kind}"] = results[kind][t][t]["score"]
+            rows[t] = row
+        out_metrics["table"] = rows
+        if iv.source == "matrix":
+            png = save_change_heatmaps(change, names, out / "deactivation_matrix.png",
+                                       title=f"{cfg.model.name}: score change after deactivating task i's neurons")
+            out_metrics["heatmap"] = str(png)
+            log_image(session.logger, "deactivation_matrix", png)
+    return out_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def load_tasks(
     max_test: int | None,
     seed: int,
     splits: tuple[str, ...] = SPLITS,
-    need_train: bool = False,
+    need_train: Collection[str] = (),
 ) -> dict[str, TaskData]:
     """Load, check and sample every task; raise one ConfigError listing all problems."""
     problems: list[str] = []
@@ -150,7 +151,7 @@ def load_tasks(
             rows = load_split(spec, split, data_dir, problems)
             cap = max_train if split == "train" else max_test
             parts[split] = sample_examples(rows, cap, seed, spec.name, split)
-        if need_train and "train" in splits and not parts["train"] and not problems:
+        if spec.name in need_train and "train" in splits and not parts["train"] and not problems:
             problems.append(f"task '{spec.name}' has no training data; it can only be an evaluation (test) task")
         if "test" in splits and not parts["test"] and not problems:
             problems.append(f"task '{spec.name}' has no test examples after loading; check its source")

@@ -11,11 +11,13 @@ from taskneurons.data.encoding import Encoded
 from taskneurons.data.tasks import TaskSpec
 from taskneurons.eval.metrics import CLS_SCORERS, TaskMetrics
 from taskneurons.eval.scoring import greedy_generate, label_loglik, match_label
+from taskneurons.models.loss import target_only_loss
 
 
 class CausalLMModule(pl.LightningModule):
-    def __init__(self, model: Any, tokenizer: Any, eval_cfg: Any, optim_cfg: Any | None = None):
+    def __init__(self, model: Any, tokenizer: Any, eval_cfg: Any, optim_cfg: Any | None = None, log_prefix: str = "test"):
         super().__init__()
+        self.log_prefix = log_prefix
         self.model = model
         self.tokenizer = tokenizer
         self.eval_cfg = eval_cfg
@@ -30,14 +32,14 @@ class CausalLMModule(pl.LightningModule):
         return self.model(**batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # HF shifts labels and ignores -100, so prompt and padding tokens carry no loss.
-        loss = self.model(**batch).loss
+        # Loss on target tokens only (prompt and padding carry none), LM head run only where needed.
+        loss = target_only_loss(self.model, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cfg = self.optim_cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]  # includes neuron deltas when attached
         return torch.optim.AdamW(params, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -102,7 +104,7 @@ class CausalLMModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.results = {name: m.compute() for name, m in self.task_metrics.items()}
         flat = {
-            f"test/{name}/{k}": float(v)
+            f"{self.log_prefix}/{name}/{k}": float(v)
             for name, res in self.results.items()
             for k, v in res.items()
             if isinstance(v, int | float) and not isinstance(v, bool)

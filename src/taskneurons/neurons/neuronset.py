@@ -93,15 +93,15 @@ class NeuronSet:
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, stem: str | Path) -> Path:
-        stem = Path(stem)
+        stem = _stem(stem)
         tensors = {f"idx/{key_str(k)}": v.to(torch.int64).contiguous() for k, v in self.indices.items()}
         for name, part in (("score", self.scores), ("mean", self.means)):
             for k, v in (part or {}).items():
                 tensors[f"{name}/{key_str(k)}"] = v.to(torch.float32).clone()  # no shared storage
         blob = st_save(tensors)
-        atomic_write_bytes(stem.with_suffix(".safetensors"), blob)
+        atomic_write_bytes(_with(stem, ".safetensors"), blob)
         atomic_write_json(
-            stem.with_suffix(".json"),
+            _with(stem, ".json"),
             {
                 "format_version": FORMAT_VERSION,
                 "sha256": sha256_of(blob),
@@ -111,13 +111,12 @@ class NeuronSet:
                 "meta": self.meta,
             },
         )
-        return stem.with_suffix(".json")
+        return _with(stem, ".json")
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronSet:
-        stem = Path(path)
-        stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
-        meta_path, blob_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+        stem = _stem(path)
+        meta_path, blob_path = _with(stem, ".json"), _with(stem, ".safetensors")
         if not meta_path.is_file() or not blob_path.is_file():
             raise ConfigError(f"neuron set '{stem}' is incomplete (need {meta_path.name} and {blob_path.name}); run identify again")
         try:
@@ -136,6 +135,19 @@ class NeuronSet:
             kind, k = name.split("/", 1)
             parts[kind][parse_key(k)] = t
         return cls(parts["idx"], sizes, info["meta"], parts["score"] or None, parts["mean"] or None)
+
+
+def _stem(path: str | Path) -> Path:
+    """A set's path without its extension (stems may contain dots, e.g. ``p0.1``)."""
+    s = str(path)
+    for ext in (".json", ".safetensors"):
+        if s.endswith(ext):
+            return Path(s[: -len(ext)])
+    return Path(s)
+
+
+def _with(stem: Path, ext: str) -> Path:
+    return Path(str(stem) + ext)
 
 
 # --- selection ----------------------------------------------------------------------------------

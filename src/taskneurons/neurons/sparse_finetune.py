@@ -9,6 +9,7 @@ weights, leaving an ordinary HF model that saves and loads as usual.
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -22,7 +23,6 @@ class NeuronDeltas(nn.Module):
         self.pools = [p for p in pools if nset.indices.get(p.key) is not None and nset.indices[p.key].numel()]
         self.nset = nset
         self.row_w, self.row_b, self.col_w = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
-        self._index: dict[str, torch.Tensor] = {}
         self._handles: list = []
         for pool in self.pools:
             idx = nset.indices[pool.key]
@@ -32,12 +32,19 @@ class NeuronDeltas(nn.Module):
                 self.row_w[name] = nn.Parameter(torch.zeros(idx.numel(), m.in_features, dtype=w.dtype, device=w.device))
                 if m.bias is not None:
                     self.row_b[name] = nn.Parameter(torch.zeros(idx.numel(), dtype=w.dtype, device=w.device))
-                self._index[name] = idx.to(w.device)
+                self._set_index(name, idx.to(w.device))
             for m in pool.cols:
                 name = self._name(pool, m)
                 w = m.weight
                 self.col_w[name] = nn.Parameter(torch.zeros(m.out_features, idx.numel(), dtype=w.dtype, device=w.device))
-                self._index[name] = idx.to(w.device)
+                self._set_index(name, idx.to(w.device))
+
+    def _set_index(self, name: str, idx: torch.Tensor) -> None:
+        # a buffer, so the indices follow the module to the training device
+        self.register_buffer(f"index_{name}", idx, persistent=False)
+
+    def _index(self, name: str) -> torch.Tensor:
+        return getattr(self, f"index_{name}")
 
     @staticmethod
     def _name(pool: Pool, m) -> str:
@@ -65,13 +72,13 @@ class NeuronDeltas(nn.Module):
         def hook(module, inputs, out):
             x = inputs[0]
             b = self.row_b.get(name)
-            return out.index_add(-1, self._index[name], nn.functional.linear(x, self.row_w[name], b))
+            return out.index_add(-1, self._index(name), nn.functional.linear(x, self.row_w[name], b))
 
         return hook
 
     def _col_hook(self, name: str):
         def hook(module, inputs, out):
-            x = inputs[0].index_select(-1, self._index[name])
+            x = inputs[0].index_select(-1, self._index(name))
             return out + nn.functional.linear(x, self.col_w[name])
 
         return hook
@@ -83,11 +90,36 @@ class NeuronDeltas(nn.Module):
         for pool in self.pools:
             for m in pool.rows:
                 name = self._name(pool, m)
-                m.unit_weight().index_add_(0, self._index[name], self.row_w[name].to(m.weight.dtype))
+                m.unit_weight().index_add_(0, self._index(name), self.row_w[name].to(m.weight.dtype))
                 if name in self.row_b:
-                    m.bias.index_add_(0, self._index[name], self.row_b[name].to(m.bias.dtype))
+                    m.bias.index_add_(0, self._index(name), self.row_b[name].to(m.bias.dtype))
             for m in pool.cols:
                 name = self._name(pool, m)
-                m.unit_weight().index_add_(1, self._index[name], self.col_w[name].to(m.weight.dtype))
+                m.unit_weight().index_add_(1, self._index(name), self.col_w[name].to(m.weight.dtype))
         for p in self.parameters():
             p.zero_()
+
+
+class NeuronFinetuning(pl.Callback):
+    """Lightning callback: freeze the model, train delta rows for ``nset`` only, merge them at the end."""
+
+    def __init__(self, pools: list[Pool], nset: NeuronSet):
+        self.pools, self.nset = pools, nset
+        self.deltas: NeuronDeltas | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.deltas is not None:
+            return
+        for p in pl_module.model.parameters():
+            p.requires_grad_(False)
+        self.deltas = NeuronDeltas(self.pools, self.nset)
+        pl_module.neuron_deltas = self.deltas  # a submodule: its parameters are what the optimizer sees
+        self.deltas.attach()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.deltas is not None:
+            self.deltas.merge()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.deltas is not None:
+            self.deltas.detach()

@@ -42,3 +42,32 @@ def print_results(results: dict[str, dict[str, Any]], title: str, run_dir: Path 
         console.print("  ".join(f"{k}={v:.1f}" for k, v in summary.items()))
     if run_dir is not None:
         console.print(f"results: {run_dir / 'metrics.json'}")
+
+
+def print_change_table(metrics: dict[str, Any], run_dir: Path | None = None) -> None:
+    """Original vs deactivated scores per task (paper Table 1 layout), and the change matrix if any."""
+    console = Console(width=160)
+    rows = metrics.get("table")
+    if rows:
+        cols = list(next(iter(rows.values())))
+        table = Table(title="deactivation: each task with its own set (or its random control) switched off")
+        table.add_column("task")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for t, r in rows.items():
+            table.add_row(t, *[_fmt(r.get(c)) for c in cols])
+        avg = {c: mean(r[c] for r in rows.values() if c in r) for c in cols}
+        table.add_row("avg", *[_fmt(avg[c]) for c in cols])
+        console.print(table)
+    if metrics.get("source") == "matrix" and metrics.get("change"):
+        for kind, mat in metrics["change"].items():
+            tasks = list(mat)
+            t = Table(title=f"score change, rows = whose {kind} neurons are off, columns = evaluated task")
+            t.add_column("off \\ eval")
+            for c in tasks:
+                t.add_column(c, justify="right")
+            for i in tasks:
+                t.add_row(i, *[f"{mat[i][j]:+.1f}" for j in tasks])
+            console.print(t)
+    if run_dir is not None:
+        console.print(f"results: {run_dir / 'metrics.json'}")

@@ -64,3 +64,8 @@ def finish(logger: Logger | None) -> None:
 
 def to_container(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def log_image(logger: Logger | None, key: str, path: Path) -> None:
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=key, images=[str(path)])

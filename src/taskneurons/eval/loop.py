@@ -1,0 +1,22 @@
+"""One Lightning test loop over some tasks: the evaluation every entry point shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskneurons.data.datamodule import TaskDataModule
+from taskneurons.lit.module import CausalLMModule
+from taskneurons.runtime.trainer import build_trainer
+
+
+def run_test(session: Any, task_names: list[str], callbacks: list | None = None, log_prefix: str = "test",
+             logger: Any = "session") -> tuple[dict[str, dict], dict[str, list]]:
+    """Evaluate ``task_names`` (their test splits); returns (results per task, sample generations)."""
+    cfg = session.cfg
+    data = {n: session.data[n] for n in task_names}
+    dm = TaskDataModule(session.tok, data, cfg.data, seed=int(cfg.seed))
+    module = CausalLMModule(session.model, session.tok, cfg.eval, log_prefix=log_prefix)
+    module.set_eval_tasks([session.spec(n) for n in task_names])
+    trainer = build_trainer(cfg, session.logger if logger == "session" else logger, callbacks=callbacks or [])
+    trainer.test(module, dataloaders=dm.test_dataloader(), verbose=False)
+    return module.results, module.samples()

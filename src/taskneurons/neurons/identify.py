@@ -1,0 +1,194 @@
+"""Identify a task's neurons: attribution on its training data -> NeuronSet, cached in a store.
+
+Store layout: ``<store_dir>/<model>/<task>/<definition>-<reduction>-<token_scope>-<data hash>/<scope>-p<proportion>``
+(``.safetensors`` + ``.json``). Scores do not depend on the proportion, so a set at another proportion
+is re-selected from any stored set's scores instead of re-running attribution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from taskneurons.data.encoding import collate_sft, encode_example
+from taskneurons.data.examples import sample_examples
+from taskneurons.data.loading import TaskData
+from taskneurons.errors import ConfigError
+from taskneurons.neurons.attribution import REDUCTIONS, TOKEN_SCOPES, attribute
+from taskneurons.neurons.neuronset import (
+    SCOPES,
+    NeuronSet,
+    all_units,
+    check_proportion,
+    random_like,
+    select_top,
+)
+from taskneurons.neurons.pools import DEFINITIONS, Pool, key_str, pool_sizes
+
+log = logging.getLogger(__name__)
+SET_KINDS = ("task", "random", "all_ffn")
+
+
+def validate_neurons_config(n: Any, model_name: str | None = None) -> list[str]:
+    p = check_proportion(n.proportion)
+    for key, allowed in (("set", SET_KINDS), ("definition", DEFINITIONS), ("scope", SCOPES),
+                         ("reduction", REDUCTIONS), ("token_scope", TOKEN_SCOPES), ("split", ("train", "test"))):
+        if n.get(key) not in allowed:
+            p.append(f"neurons.{key}='{n.get(key)}' must be one of {', '.join(allowed)}")
+    for key in ("max_examples", "batch_size"):
+        if n.get(key) is not None and int(n[key]) < 1:
+            p.append(f"neurons.{key}={n[key]} must be >= 1")
+    if n.get("path"):
+        # a saved set is checked now (checksum, model, definition), not after the model has loaded
+        try:
+            nset = NeuronSet.load(n.path)
+        except ConfigError as e:
+            p += [f"neurons.path: {x}" for x in e.problems]
+        else:
+            if nset.meta.get("definition") != n.definition:
+                p.append(f"neurons.path: set uses definition '{nset.meta.get('definition')}', this run uses '{n.definition}' (neurons.definition)")
+            if model_name is not None and nset.meta.get("model") != model_name:
+                p.append(f"neurons.path: set is for model '{nset.meta.get('model')}', not '{model_name}'; identify it on this model")
+    return p
+
+
+def attribution_batches(tok, td: TaskData, ncfg: Any, data_cfg: Any) -> tuple[list[dict], str]:
+    """The examples attribution reads (seeded sample of the split) as SFT batches, and their hash."""
+    split = ncfg.split
+    if split == "train" and not td.train and ncfg.get("fallback_to_test"):
+        split = "test"  # test-only tasks (amazonfood, gptnli): the paper identifies their neurons too
+    examples = td.split(split)
+    if not examples:
+        raise ConfigError(
+            f"task '{td.spec.name}' has no {ncfg.split} examples to identify neurons on"
+            + ("; it is test-only: set neurons.fallback_to_test=true (or neurons.split=test)" if ncfg.split == "train" else "")
+        )
+    chosen = sample_examples(examples, ncfg.max_examples, int(ncfg.seed), td.spec.name, f"attribution-{split}")
+    encoded = [encode_example(tok, td.spec, e, int(data_cfg.max_prompt_tokens), int(data_cfg.max_target_tokens)) for e in chosen]
+    loader = DataLoader(encoded, batch_size=int(ncfg.batch_size), shuffle=False,
+                        collate_fn=lambda b: collate_sft(b, tok.pad_token_id, tok.eos_token_id))
+    sub = TaskData(td.spec, chosen if split == "train" else [], chosen if split == "test" else [])
+    return list(loader), f"{split}-{sub.fingerprint(split)}"
+
+
+def _attr_dir(ncfg: Any, model_name: str, task: str, data_hash: str) -> Path:
+    return Path(ncfg.store_dir) / model_name / task / f"{ncfg.definition}-{ncfg.reduction}-{ncfg.token_scope}-{data_hash}"
+
+
+def _stem(ncfg: Any) -> str:
+    return f"{ncfg.scope}-p{float(ncfg.proportion):g}"
+
+
+def check_compatible(nset: NeuronSet, pools: list[Pool], model_name: str, definition: str, where: str) -> None:
+    problems = []
+    if nset.meta.get("definition") != definition:
+        problems.append(f"{where}: neuron set uses definition '{nset.meta.get('definition')}', this run uses '{definition}' (neurons.definition)")
+    if nset.meta.get("model") != model_name or {key_str(k): v for k, v in nset.pool_sizes.items()} != pool_sizes(pools):
+        problems.append(f"{where}: neuron set is for model '{nset.meta.get('model')}', not '{model_name}'; identify it on this model")
+    if problems:
+        raise ConfigError(problems)
+
+
+def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg: Any, pools: list[Pool],
+                  log_artifact=None) -> tuple[NeuronSet, dict[str, Any]]:
+    """The task's NeuronSet at ``ncfg.proportion``: from the store when present, else attribution."""
+    batches, data_hash = attribution_batches(tok, td, ncfg, data_cfg)
+    folder = _attr_dir(ncfg, model_name, td.spec.name, data_hash)
+    stem = folder / _stem(ncfg)
+    sizes = {p.key: p.size for p in pools}
+    info: dict[str, Any] = {"path": f"{stem}.json", "source": "store"}
+    if ncfg.reuse and Path(f"{stem}.json").is_file():
+        nset = NeuronSet.load(stem)
+        check_compatible(nset, pools, model_name, ncfg.definition, str(stem))
+        return nset, info
+    existing = sorted(folder.glob("*.json")) if ncfg.reuse and folder.is_dir() else []
+    t0 = time.perf_counter()
+    if existing:
+        donor = NeuronSet.load(existing[0])
+        check_compatible(donor, pools, model_name, ncfg.definition, str(existing[0]))
+        scores, means = donor.scores, donor.means
+        info["source"] = f"re-selected from {existing[0].name}"
+    else:
+        scores, means = attribute(model, batches, pools, ncfg.reduction, ncfg.token_scope)
+        info["source"] = "attribution"
+        info["attribution_seconds"] = round(time.perf_counter() - t0, 2)
+        info["attribution_examples"] = sum(int(b["input_ids"].shape[0]) for b in batches)
+    meta = {
+        "model": model_name, "task": td.spec.name, "definition": ncfg.definition, "proportion": float(ncfg.proportion),
+        "scope": ncfg.scope, "reduction": ncfg.reduction, "token_scope": ncfg.token_scope, "split": ncfg.split,
+        "max_examples": ncfg.max_examples, "seed": int(ncfg.seed), "data_fingerprint": data_hash, "kind": "task",
+    }
+    nset = NeuronSet(select_top(scores, sizes, float(ncfg.proportion), ncfg.scope), sizes, meta, scores, means)
+    nset.save(stem)
+    if log_artifact is not None:
+        log_artifact(stem, nset)
+    return nset, info
+
+
+def control_set(kind: str, reference: NeuronSet | None, pools: list[Pool], model_name: str, ncfg: Any) -> NeuronSet:
+    """The set actually used: the task set itself, a same-count random control, or every FFN unit."""
+    sizes = {p.key: p.size for p in pools}
+    if kind == "task":
+        assert reference is not None
+        return reference
+    if kind == "all_ffn":
+        return NeuronSet(all_units(sizes), sizes, {"model": model_name, "definition": ncfg.definition, "kind": "all_ffn", "task": "all"})
+    assert reference is not None
+    meta = {**reference.meta, "kind": "random", "control_seed": int(ncfg.control_seed)}
+    return NeuronSet(random_like(reference.counts(), sizes, int(ncfg.control_seed)), sizes, meta)
+
+
+def union_all(sets: list[NeuronSet]) -> NeuronSet:
+    out = sets[0]
+    for s in sets[1:]:
+        out = out.union(s)
+    return out
+
+
+@torch.no_grad()
+def set_summary(nset: NeuronSet) -> dict[str, Any]:
+    per_layer: dict[int, int] = {}
+    for k, v in nset.indices.items():
+        per_layer[k[0]] = per_layer.get(k[0], 0) + int(v.numel())
+    return {"count": nset.count(), "total": nset.total(), "fraction": round(nset.count() / max(nset.total(), 1), 6),
+            "fingerprint": nset.fingerprint(), "per_layer": per_layer}
+
+
+def wandb_artifact_logger(logger: Any):
+    """A callback that logs a saved neuron set as a W&B artifact (None when not logging to W&B)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return None
+
+    def log_set(stem: Path, nset: NeuronSet) -> None:
+        import wandb
+
+        name = f"neurons-{nset.meta['model']}-{nset.meta['task']}-{stem.name}".replace("/", "_")
+        art = wandb.Artifact(name=name, type="neurons", metadata=nset.meta)
+        art.add_file(f"{stem}.json")
+        art.add_file(f"{stem}.safetensors")
+        logger.experiment.log_artifact(art)
+
+    return log_set
+
+
+def sets_for_tasks(session: Any, names: list[str], pools: list[Pool]) -> tuple[dict[str, NeuronSet], dict[str, dict]]:
+    """Each named task's neuron set (``neurons.path`` overrides them all with one saved set)."""
+    ncfg = session.cfg.neurons
+    sets, infos = {}, {}
+    if ncfg.get("path"):
+        nset = NeuronSet.load(ncfg.path)
+        check_compatible(nset, pools, session.model_name, ncfg.definition, str(ncfg.path))
+        return dict.fromkeys(names, nset), {n: {"path": str(ncfg.path), "source": "neurons.path"} for n in names}
+    log_set = wandb_artifact_logger(session.logger)
+    for name in names:
+        nset, info = identify_task(session.model, session.tok, session.model_name, session.data[name], ncfg,
+                                   session.cfg.data, pools, log_set)
+        sets[name], infos[name] = nset, {**info, **set_summary(nset)}
+    return sets, infos

@@ -1,0 +1,154 @@
+"""Fine-tune on one or several tasks, then evaluate in-domain and out-of-domain tasks.
+
+``python -m taskneurons.train model=<m> benchmark=<b> intervention=finetune_neurons neurons=task|random
+neurons.proportion=<p>`` trains only the rows of the training tasks' neuron sets (their union), an
+equal-size random set, or every FFN unit (``neurons=all_ffn``); ``intervention=finetune_full`` trains
+every parameter. The trained weights are merged into an ordinary HF model (``save_model=true`` saves it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from taskneurons.data.datamodule import TaskDataModule
+from taskneurons.eval.loop import run_test
+from taskneurons.lit.module import CausalLMModule
+from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
+from taskneurons.neurons.pools import neuron_pools
+from taskneurons.neurons.sparse_finetune import NeuronFinetuning
+from taskneurons.report.tables import print_results, summarize
+from taskneurons.runtime.app import run_entry
+from taskneurons.runtime.atomic import atomic_write_json
+from taskneurons.runtime.loggers import finish, log_results_table
+from taskneurons.runtime.session import open_session
+from taskneurons.runtime.trainer import build_trainer
+
+INTERVENTIONS = ("finetune_neurons", "finetune_full")
+
+
+def training_tasks(cfg: DictConfig) -> list[str]:
+    names = list(cfg.get("tasks") or {})
+    if cfg.get("train_tasks"):
+        return list(cfg.train_tasks)
+    preferred = [t for t in names if t in (cfg.benchmark.get("train_tasks") or [])]
+    return preferred or names
+
+
+def validate_train(cfg: DictConfig) -> list[str]:
+    p: list[str] = []
+    if cfg.intervention.name not in INTERVENTIONS:
+        p.append(f"intervention={cfg.intervention.name} does not train; use one of {', '.join(INTERVENTIONS)}")
+    elif cfg.intervention.name == "finetune_neurons":
+        p += validate_neurons_config(cfg.neurons, cfg.model.name)
+    names = list(cfg.get("tasks") or {})
+    unknown = [t for t in training_tasks(cfg) if t not in names]
+    if unknown:
+        p.append(f"train_tasks {unknown} are not among the selected tasks {names}; add them with task=[...]")
+    if float(cfg.optim.lr) <= 0:
+        p.append(f"optim.lr={cfg.optim.lr} must be > 0")
+    if float(cfg.optim.weight_decay) < 0:
+        p.append(f"optim.weight_decay={cfg.optim.weight_decay} must be >= 0")
+    return p
+
+
+def train_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
+    problems = validate_train(cfg)
+    train_names = training_tasks(cfg)
+    session = open_session(cfg, out, meta, splits=("train", "test"), need_train=train_names, problems=problems)
+    try:
+        model = session.model
+        total = sum(p.numel() for p in model.parameters())
+        callbacks, set_info = [], {}
+        if cfg.intervention.name == "finetune_neurons":
+            pools = neuron_pools(model, cfg.neurons.definition)
+            reference = None
+            if cfg.neurons.set != "all_ffn":
+                task_sets, set_info = sets_for_tasks(session, train_names, pools)
+                reference = union_all([task_sets[t] for t in train_names])
+            nset = control_set(cfg.neurons.set, reference, pools, session.model_name, cfg.neurons)
+            callbacks.append(NeuronFinetuning(pools, nset))
+            set_info["trained_set"] = {"kind": cfg.neurons.set, "count": nset.count(), "fingerprint": nset.fingerprint()}
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        before = run_test(session, list(cfg.tasks), log_prefix="before")[0] if cfg.get("eval_before") else None
+        dm = TaskDataModule(session.tok, {t: session.data[t] for t in train_names}, cfg.data, seed=int(cfg.seed))
+        module = CausalLMModule(model, session.tok, cfg.eval, cfg.optim)
+        losses = LossRecorder()
+        trainer = build_trainer(cfg, session.logger, callbacks=[*callbacks, losses], max_steps=int(cfg.optim.max_steps))
+        t0 = time.perf_counter()
+        model.train()
+        trainer.fit(module, train_dataloaders=dm.train_dataloader())
+        model.eval()
+        train_seconds = time.perf_counter() - t0
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        results, samples = run_test(session, list(cfg.tasks))
+        for t, r in results.items():
+            r["in_domain"] = t in train_names
+        metrics = {
+            "job": "train", "model": cfg.model.name, "benchmark": cfg.benchmark.name, "seed": int(cfg.seed),
+            "intervention": cfg.intervention.name, "neurons": cfg.neurons.set if cfg.intervention.name == "finetune_neurons" else "all_params",
+            "proportion": float(cfg.neurons.proportion), "train_tasks": train_names,
+            "training": {"steps": int(trainer.global_step), "seconds": round(train_seconds, 2),
+                         "trainable_params": trainable, "total_params": total,
+                         "trainable_fraction": round(trainable / total, 6),
+                         "loss_first": losses.first(), "loss_last": losses.last()},
+            "neuron_sets": set_info, "tasks": results, "before": before,
+            "summary": {**summarize(results), **domain_summary(results)},
+        }
+        atomic_write_json(out / "samples.json", samples)
+        if cfg.save_model:
+            model.save_pretrained(out / "model")
+            session.tok.save_pretrained(out / "model")
+            metrics["model_dir"] = str(out / "model")
+        atomic_write_json(out / "metrics.json", metrics)
+        log_results_table(session.logger, results)
+    finally:
+        finish(session.logger)
+    print_results(results, title=f"{cfg.model.name} after {metrics['intervention']} ({metrics['neurons']}) on {train_names}",
+                  run_dir=out)
+    return metrics
+
+
+def domain_summary(results: dict[str, dict]) -> dict[str, float]:
+    out = {}
+    for flag, name in ((True, "in_domain"), (False, "out_of_domain")):
+        for kind, short in (("classification", "cls"), ("generation", "gen")):
+            s = [r["score"] for r in results.values() if r["in_domain"] == flag and r["kind"] == kind]
+            if s:
+                out[f"{name}_{short}"] = round(mean(s), 2)
+    return out
+
+
+class LossRecorder(pl.Callback):
+    """Keeps the training losses (the first and last few are reported)."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(torch.as_tensor(loss).detach()))
+
+    def first(self, n: int = 5) -> float | None:
+        return round(mean(self.losses[:n]), 4) if self.losses else None
+
+    def last(self, n: int = 5) -> float | None:
+        return round(mean(self.losses[-n:]), 4) if self.losses else None
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    return run_entry(cfg, train_job)
+
+
+if __name__ == "__main__":
+    main()
