@@ -22,7 +22,7 @@ STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
 TABLE2_TASKS_small := [rotten_tomatoes],[bbc_topic],[bbc_title]
 TABLE2_TASKS_paper := [amazon],[qqp],[mnli],[sciqa],[e2e],[cnn]
 
-.PHONY: help install demo test test-fast lint format bench table1 table6 table2 table7 fig5 clean-outputs clean
+.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 clean-outputs clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ demo: install  ## the main job on the embedded default: zero-shot SmolLM2 on the
 test: install  ## the whole test suite (offline, CPU, < 20 min), including one slow SmolLM2 test
 	$(PY) -m pytest -q
 
-test-fast: install  ## the suite without the slow SmolLM2 and subprocess tests
-	$(PY) -m pytest -q -m "not slow and not e2e"
+test-fast: install  ## the suite without the slow SmolLM2, subprocess and fault tests
+	$(PY) -m pytest -q -m "not slow and not e2e and not faults"
+
+faults: install  ## the full fault suite: kills at 5 random points per job, bad files, failing sweep jobs, no network, full disk
+	TASKNEURONS_FAULT_REPEATS=5 $(PY) -m pytest -q -m faults
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check src tests experiments

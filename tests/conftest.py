@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# every run of the suite writes (runs, neuron store, resumable state) into a fresh folder of its own
+os.environ["TASKNEURONS_OUTPUT"] = tempfile.mkdtemp(prefix="taskneurons-test-outputs-")
 if "TASKNEURONS_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["TASKNEURONS_DATA"] = str(SHARED_DATA)
 

@@ -192,16 +192,21 @@ def _ft_worker_subprocess(model_name: str, mode: str) -> dict[str, Any]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so the peak is the training's own,
+    # not the model loading's (which briefly holds two copies of the weights).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def ft_worker(model_name: str, mode: str) -> dict[str, Any]:
-    import resource
-
-    def rss_mb() -> float:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
     model, tok = load_models([model_name])[model_name]
     batches = train_batches(tok)
-    base = rss_mb()
     if mode == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -217,6 +222,11 @@ def ft_worker(model_name: str, mode: str) -> dict[str, Any]:
         params = list(deltas.parameters())
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
     model.train()
+    import gc
+
+    gc.collect()
+    base = _status_mb("VmRSS")
+    _reset_peak_rss()
 
     def step():
         for b in batches:
@@ -225,9 +235,9 @@ def ft_worker(model_name: str, mode: str) -> dict[str, Any]:
             opt.step()
 
     t = timed(step, 2) / len(batches)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     return {"step_s": round(t, 4), "trainable_params": sum(p.numel() for p in params),
-            "peak_rss_mb": round(peak, 1), "peak_extra_mb": round(peak - base, 1)}
+            "peak_rss_mb": round(peak, 1), "peak_extra_mb": round(peak - base, 1), "rss_before_training_mb": round(base, 1)}
 
 
 BENCHES: dict[str, Callable[[dict], dict]] = {

@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from taskneurons.eval.loop import run_test
+from taskneurons.eval.loop import resumable_test
 from taskneurons.neurons.identify import SET_KINDS, control_set, sets_for_tasks, validate_neurons_config
 from taskneurons.neurons.masking import DeactivateNeurons
 from taskneurons.neurons.pools import neuron_pools
@@ -23,6 +23,7 @@ from taskneurons.report.tables import print_change_table, print_results, summari
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
 from taskneurons.runtime.loggers import finish, log_image, log_results_table
+from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
 
 log = logging.getLogger("taskneurons.evaluate")
@@ -49,7 +50,7 @@ def validate_intervention(cfg: DictConfig) -> list[str]:
     return p
 
 
-def evaluate_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
+def evaluate_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
     iv = cfg.intervention
     deactivate = iv.name == "deactivate"
     problems = validate_intervention(cfg)
@@ -66,14 +67,13 @@ def evaluate_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
         prepared = prepare_sets(session, sources) if deactivate else None
         base = {}
         if not deactivate or iv.baseline:
-            base, samples = run_test(session, names)
+            base, samples = resumable_test(state, "baseline", session, names)
             metrics["tasks"] = base
             metrics["summary"] = summarize(base)
             atomic_write_json(out / "samples.json", samples)
             log_results_table(session.logger, base)
         if deactivate:
-            metrics.update(deactivation(session, names, sources, base, out, prepared))
-        atomic_write_json(out / "metrics.json", metrics)
+            metrics.update(deactivation(session, names, sources, base, out, prepared, state))
         if session.logger is not None and metrics.get("summary"):
             session.logger.log_metrics({f"summary/{k}": v for k, v in metrics["summary"].items()})
     finally:
@@ -91,7 +91,8 @@ def prepare_sets(session, sources: list[str]):
     return pools, task_sets, infos
 
 
-def deactivation(session, names: list[str], sources: list[str], base: dict, out: Path, prepared) -> dict[str, Any]:
+def deactivation(session, names: list[str], sources: list[str], base: dict, out: Path, prepared,
+                 state: JobState) -> dict[str, Any]:
     cfg = session.cfg
     iv = cfg.intervention
     pools, task_sets, infos = prepared
@@ -103,7 +104,8 @@ def deactivation(session, names: list[str], sources: list[str], base: dict, out:
             nset = control_set(kind, task_sets[src], pools, session.model_name, cfg.neurons)
             targets = [src] if iv.source == "same" else names
             cb = DeactivateNeurons(pools, nset, replacement=iv.replacement, path=iv.path)
-            res, _ = run_test(session, targets, callbacks=[cb], log_prefix=f"deactivate_{kind}/{src}")
+            res, _ = resumable_test(state, f"deactivate_{kind}_{src}", session, targets, callbacks=[cb],
+                                    log_prefix=f"deactivate_{kind}/{src}")
             results[kind][src] = res
             if base:
                 change[kind][src] = {t: round(res[t]["score"] - base[t]["score"], 2) for t in targets}
@@ -122,14 +124,22 @@ def deactivation(session, names: list[str], sources: list[str], base: dict, out:
         if iv.source == "matrix":
             png = save_change_heatmaps(change, names, out / "deactivation_matrix.png",
                                        title=f"{cfg.model.name}: score change after deactivating task i's neurons")
-            out_metrics["heatmap"] = str(png)
+            out_metrics["heatmap"] = png.name  # relative to the run directory
             log_image(session.logger, "deactivation_matrix", png)
     return out_metrics
 
 
+def rerender(metrics: dict[str, Any], out: Path) -> None:
+    """A reused result gets its figure drawn again in the new run directory."""
+    if metrics.get("heatmap") and metrics.get("change"):
+        names = list(next(iter(metrics["change"].values())))
+        save_change_heatmaps(metrics["change"], names, out / metrics["heatmap"],
+                             title=f"{metrics['model']}: score change after deactivating task i's neurons")
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any]:
-    return run_entry(cfg, evaluate_job)
+    return run_entry(cfg, evaluate_job, on_reuse=rerender)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ from rich.table import Table
 from taskneurons.neurons.identify import sets_for_tasks, validate_neurons_config
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.runtime.app import run_entry
-from taskneurons.runtime.atomic import atomic_write_json
 from taskneurons.runtime.loggers import finish
+from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
 
 
-def identify_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
+def identify_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
     problems = validate_neurons_config(cfg.neurons, cfg.model.name)
     if cfg.neurons.get("path"):
         problems.append("neurons.path is for using a saved set; identify computes sets (drop neurons.path)")
@@ -38,7 +38,6 @@ def identify_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
         metrics = {"job": "identify", "model": cfg.model.name, "seed": int(cfg.seed),
                    "neurons": {k: v for k, v in cfg.neurons.items() if k != "store_dir"},
                    "tasks": infos, "overlap_jaccard": overlap}
-        atomic_write_json(out / "metrics.json", metrics)
         if session.logger is not None:
             session.logger.log_metrics({f"identify/{t}/count": float(i["count"]) for t, i in infos.items()})
     finally:

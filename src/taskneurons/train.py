@@ -8,6 +8,7 @@ every parameter. The trained weights are merged into an ordinary HF model (``sav
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from statistics import mean
@@ -19,8 +20,9 @@ import torch
 from omegaconf import DictConfig
 
 from taskneurons.data.datamodule import TaskDataModule
-from taskneurons.eval.loop import run_test
+from taskneurons.eval.loop import resumable_test
 from taskneurons.lit.module import CausalLMModule
+from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
@@ -28,6 +30,7 @@ from taskneurons.report.tables import print_results, summarize
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
 from taskneurons.runtime.loggers import finish, log_results_table
+from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
 from taskneurons.runtime.trainer import build_trainer
 
@@ -59,7 +62,7 @@ def validate_train(cfg: DictConfig) -> list[str]:
     return p
 
 
-def train_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
+def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
     problems = validate_train(cfg)
     train_names = training_tasks(cfg)
     session = open_session(cfg, out, meta, splits=("train", "test"), need_train=train_names, problems=problems)
@@ -79,25 +82,36 @@ def train_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
         else:
             for p in model.parameters():
                 p.requires_grad_(True)
-        before = run_test(session, list(cfg.tasks), log_prefix="before")[0] if cfg.get("eval_before") else None
+        before = resumable_test(state, "before", session, list(cfg.tasks), log_prefix="before")[0] if cfg.get("eval_before") else None
         dm = TaskDataModule(session.tok, {t: session.data[t] for t in train_names}, cfg.data, seed=int(cfg.seed))
         module = CausalLMModule(model, session.tok, cfg.eval, cfg.optim)
         losses = LossRecorder()
-        trainer = build_trainer(cfg, session.logger, callbacks=[*callbacks, losses], max_steps=int(cfg.optim.max_steps))
+        accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
+        max_steps = int(cfg.optim.max_steps)
+        n_batches = max_steps * accumulate if max_steps > 0 else int(cfg.trainer.max_epochs) * dm.batches_per_epoch()
+        ckpt = state.get_tensors("train_checkpoint")
+        start = int(ckpt["batches_done"]) if ckpt else 0
         t0 = time.perf_counter()
-        model.train()
-        trainer.fit(module, train_dataloaders=dm.train_dataloader())
+        if start < n_batches:
+            saver = ResumeCheckpoint(state, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
+            # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler
+            trainer = build_trainer(cfg, session.logger, callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+            model.train()
+            trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches))
+        else:  # killed after training finished: restore the trained state instead of training again
+            restore_trained(module, callbacks, ckpt, losses)
         model.eval()
         train_seconds = time.perf_counter() - t0
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        results, samples = run_test(session, list(cfg.tasks))
+        results, samples = resumable_test(state, "after", session, list(cfg.tasks))
         for t, r in results.items():
             r["in_domain"] = t in train_names
         metrics = {
             "job": "train", "model": cfg.model.name, "benchmark": cfg.benchmark.name, "seed": int(cfg.seed),
             "intervention": cfg.intervention.name, "neurons": cfg.neurons.set if cfg.intervention.name == "finetune_neurons" else "all_params",
             "proportion": float(cfg.neurons.proportion), "train_tasks": train_names,
-            "training": {"steps": int(trainer.global_step), "seconds": round(train_seconds, 2),
+            "training": {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
+                         "seconds": round(train_seconds, 2), "model_fingerprint": model_fingerprint(model),
                          "trainable_params": trainable, "total_params": total,
                          "trainable_fraction": round(trainable / total, 6),
                          "loss_first": losses.first(), "loss_last": losses.last()},
@@ -109,13 +123,33 @@ def train_job(cfg: DictConfig, out: Path, meta: dict) -> dict[str, Any]:
             model.save_pretrained(out / "model")
             session.tok.save_pretrained(out / "model")
             metrics["model_dir"] = str(out / "model")
-        atomic_write_json(out / "metrics.json", metrics)
         log_results_table(session.logger, results)
     finally:
         finish(session.logger)
     print_results(results, title=f"{cfg.model.name} after {metrics['intervention']} ({metrics['neurons']}) on {train_names}",
                   run_dir=out)
     return metrics
+
+
+def restore_trained(module: CausalLMModule, callbacks: list, ckpt: dict, losses: LossRecorder) -> None:
+    for cb in callbacks:
+        if isinstance(cb, NeuronFinetuning):
+            cb.setup(None, module, "fit")  # creates the deltas the checkpoint holds
+    load_trainable(module, ckpt["params"])
+    for cb in callbacks:
+        if isinstance(cb, NeuronFinetuning):
+            cb.on_fit_end(None, module)  # merge, as at the end of a normal fit
+    losses.losses = list(ckpt["losses"])
+
+
+@torch.no_grad()
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of every weight, in order: equal fingerprints mean bit-identical models."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def domain_summary(results: dict[str, dict]) -> dict[str, float]:

@@ -6,11 +6,11 @@ from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader
 
 from taskneurons.data.encoding import Encoded, LengthSortedBatches, collate_eval, collate_sft, encode_example
 from taskneurons.data.loading import TaskData
+from taskneurons.lit.resume import StepBatchSampler
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -38,15 +38,21 @@ class TaskDataModule(pl.LightningDataModule):
         for name, td in self.tasks.items():
             self.encoded[name] = {s: [enc(td.spec, ex) for ex in td.split(s)] for s in ("train", "test")}
 
-    def train_dataloader(self) -> DataLoader:
+    def train_examples(self) -> list[Encoded]:
         self.setup()
-        data = [e for name in self.tasks for e in self.encoded[name]["train"]]
-        generator = torch.Generator().manual_seed(self.seed)
+        return [e for name in self.tasks for e in self.encoded[name]["train"]]
+
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.train_examples()) // int(self.cfg.batch_size))
+
+    def train_dataloader(self, start: int = 0, stop: int | None = None) -> DataLoader:
+        """Global batches ``start .. stop-1`` (default: one epoch) of a seeded per-epoch shuffle, so a
+        resumed run continues with exactly the batches an uninterrupted one would have seen."""
+        data = self.train_examples()
+        sampler = StepBatchSampler(len(data), int(self.cfg.batch_size), self.seed, start, stop)
         return DataLoader(
             data,
-            batch_size=int(self.cfg.batch_size),
-            shuffle=True,
-            generator=generator,
+            batch_sampler=sampler,
             collate_fn=partial(collate_sft, pad_id=self.tokenizer.pad_token_id, eos_id=self.tokenizer.eos_token_id),
             num_workers=int(self.cfg.num_workers),
         )

@@ -20,3 +20,13 @@ def run_test(session: Any, task_names: list[str], callbacks: list | None = None,
     trainer = build_trainer(cfg, session.logger if logger == "session" else logger, callbacks=callbacks or [])
     trainer.test(module, dataloaders=dm.test_dataloader(), verbose=False)
     return module.results, module.samples()
+
+
+def resumable_test(state: Any, step: str, session: Any, task_names: list[str], **kwargs: Any) -> tuple[dict, dict]:
+    """``run_test``, kept in the job state: a rerun after a kill skips the evaluations already done."""
+    done = state.get(step)
+    if done is not None:
+        return done["results"], done["samples"]
+    results, samples = run_test(session, task_names, **kwargs)
+    state.put(step, {"results": results, "samples": samples})
+    return results, samples

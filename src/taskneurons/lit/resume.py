@@ -1,0 +1,79 @@
+"""Training that survives a kill: addressable batches and checkpoints of the trainable state.
+
+The training data order is a pure function of (seed, global batch index): a seeded shuffle per epoch.
+A checkpoint holds the trainable parameters, the optimizer state, the RNG state and the batches done;
+resuming loads them and continues from the next batch, so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Global batches ``start .. stop-1`` of a per-epoch seeded shuffle of ``n`` examples."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, stop: int | None = None):
+        self.n, self.bs, self.seed = n, batch_size, seed
+        self.per_epoch = math.ceil(n / batch_size)
+        self.start, self.stop = start, self.per_epoch if stop is None else stop
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def __iter__(self):
+        cache: dict[int, torch.Tensor] = {}
+        for b in range(self.start, self.stop):
+            epoch, pos = divmod(b, self.per_epoch)
+            perm = cache.setdefault(epoch, self._perm(epoch))
+            yield perm[pos * self.bs : (pos + 1) * self.bs].tolist()
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+
+def trainable_state(module: pl.LightningModule) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable(module: pl.LightningModule, params: dict[str, torch.Tensor]) -> None:
+    own = dict(module.named_parameters())
+    missing = set(params) - set(own)
+    if missing:
+        raise RuntimeError(f"checkpoint does not match this model/neuron set (unknown parameters {sorted(missing)[:3]})")
+    with torch.no_grad():
+        for n, v in params.items():
+            own[n].copy_(v)
+
+
+class ResumeCheckpoint(pl.Callback):
+    """Saves the trainable state every ``every`` batches (at optimizer-step boundaries) and at the end;
+    restores a given checkpoint when training starts."""
+
+    def __init__(self, state: Any, every: int, start: int, total: int, accumulate: int, recorder: Any,
+                 payload: dict | None = None):
+        self.state, self.every, self.start, self.total, self.accumulate = state, every, start, total, accumulate
+        self.recorder, self.payload = recorder, payload
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.payload is None:
+            return
+        load_trainable(pl_module, self.payload["params"])
+        trainer.optimizers[0].load_state_dict(self.payload["optimizer"])
+        torch.set_rng_state(self.payload["rng"])
+        self.recorder.losses = list(self.payload["losses"])
+
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, done: int) -> None:
+        self.state.put_tensors("train_checkpoint", {
+            "params": trainable_state(pl_module), "optimizer": trainer.optimizers[0].state_dict(),
+            "rng": torch.get_rng_state(), "batches_done": done, "losses": list(self.recorder.losses),
+        })
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        done = self.start + batch_idx + 1
+        if done % self.accumulate == 0 and (done % self.every == 0 or done == self.total):
+            self.save(trainer, pl_module, done)

@@ -1,0 +1,166 @@
+"""Fault suite: kills, bad files, failing sweep jobs, no network, full disk. Nothing finished is lost,
+nothing wrong is reported. `make test` runs each fault once; `make faults` repeats the kills
+(TASKNEURONS_FAULT_REPEATS, default 1) at different random points."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.faults
+REPEATS = int(os.environ.get("TASKNEURONS_FAULT_REPEATS", "1"))
+TINY = ["model=tiny_llama", "logger=csv", "data.max_train=32", "data.max_test=6", "neurons.max_examples=12",
+        "eval.cls_scorers=[loglik]", "eval.gen_max_new_tokens=4"]
+# kill once the job has finished some, but not all, of its steps (the files it keeps appear)
+PROGRESS = {"train": "state/train/*/train_checkpoint.pt", "evaluate": "state/evaluate/*/*.json", "identify": "neurons/**/*.json"}
+KILL_WITHIN = {"train": 0.6, "evaluate": 2.0, "identify": 0.25}  # seconds after that progress
+JOBS = {
+    "train": ["taskneurons.train", *TINY, "task=[rotten_tomatoes,bbc_topic]", "train_tasks=[rotten_tomatoes]",
+              "optim.max_steps=10", "optim.lr=1e-3", "checkpoint_every=2", "data.batch_size=4", "eval_before=true"],
+    "evaluate": ["taskneurons.evaluate", *TINY, "intervention=deactivate", "intervention.source=matrix",
+                 "intervention.sets=[task,random]"],
+    "identify": ["taskneurons.identify", *TINY, "benchmark=starter"],
+}
+
+
+def env_for(output_root: Path, **extra: str) -> dict:
+    return {**os.environ, "TASKNEURONS_OUTPUT": str(output_root), "WANDB_MODE": "offline", **extra}
+
+
+def run_to_end(args: list[str], output_root: Path, run_dir: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env_for(output_root),
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def comparable(metrics: dict) -> dict:
+    """What must be identical between an interrupted and an uninterrupted run (timings excluded)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()
+                    if not (k.startswith("seconds") or k in ("seconds", "attribution_seconds", "resumed_from_batch",
+                                                            "reused_from_state", "source", "path"))}
+        return x
+    return strip(metrics)
+
+
+def orphans(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*.tmp")]
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, job):
+    args = JOBS[job]
+    ref = run_to_end(args, tmp_path / "ref", tmp_path / "ref_run")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    reference = json.loads((tmp_path / "ref_run" / "metrics.json").read_text())
+    rng = random.Random(f"{job}-{REPEATS}")
+    root = tmp_path / "faulted"
+    kills = 0
+    for attempt in range(REPEATS):
+        run_dir = tmp_path / f"killed_{attempt}"
+        seen = set(root.glob(PROGRESS[job]))
+        proc = subprocess.Popen([sys.executable, "-m", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env_for(root),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # wait for new progress, then kill at a random point shortly after (mid-step, mid-write, ...)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not (set(root.glob(PROGRESS[job])) - seen):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, KILL_WITHIN[job]))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = run_to_end(args, root, tmp_path / "final_run")
+    assert final.returncode == 0, final.stderr[-3000:]
+    resumed = json.loads((tmp_path / "final_run" / "metrics.json").read_text())
+    assert kills >= 1, "the job finished before it could be killed: nothing was tested"
+    assert comparable(resumed) == comparable(reference), f"{job}: resumed result differs ({kills} kills)"
+    assert not orphans(root), f"temp files left behind: {orphans(root)}"
+
+
+def test_a_damaged_state_file_is_recomputed_not_used(tmp_path):
+    from taskneurons.runtime.resume import JobState
+
+    state = JobState(tmp_path, "evaluate", "k")
+    state.put("baseline", {"results": {"t": {"score": 50.0}}})
+    path = state.dir / "baseline.json"
+    path.write_text(path.read_text().replace("50.0", "99.0"))  # an edited number
+    assert state.get("baseline") is None
+    assert (state.dir / "baseline.json.corrupt").exists() and not path.exists()
+    state.put("baseline", {"results": {"t": {"score": 50.0}}})
+    path.write_text(path.read_text()[:20])  # truncated
+    assert state.get("baseline") is None
+
+
+def test_failing_sweep_job_does_not_stop_the_others_and_rerun_redoes_only_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    tiny = [a for a in TINY if not a.startswith("data.max_test")]
+    args = ["taskneurons.evaluate", "--multirun", *tiny, "task=rotten_tomatoes", "data.max_test=4,0,5",
+            f"hydra.sweep.dir={sweep}"]
+    r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env_for(tmp_path / "out"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode != 0  # the sweep reports its failure...
+    summary = json.loads((sweep / "summary.json").read_text())
+    status = {next(o for o in j["overrides"] if o.startswith("data.max_test=")): j for j in summary["jobs"]}
+    assert [j["status"] for j in summary["jobs"]] == ["completed", "failed", "completed"]  # ...after running the rest
+    assert "data.max_test=0 must be a positive" in status["data.max_test=0"]["error"]
+    assert (sweep / "2" / "metrics.json").is_file() and not (sweep / "1" / "metrics.json").exists()
+    first = (sweep / "0" / "metrics.json").read_text()
+    r2 = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env_for(tmp_path / "out"), capture_output=True,
+                        text=True, timeout=600)
+    again = json.loads((sweep / "summary.json").read_text())
+    assert [j["status"] for j in again["jobs"]] == ["reused", "failed", "reused"], r2.stderr[-2000:]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["tasks"] == json.loads(first)["tasks"]
+
+
+@pytest.mark.parametrize("wandb_env", [
+    {"WANDB_MODE": "disabled"},
+    {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40, "WANDB_INIT_TIMEOUT": "8"},
+])
+def test_runs_complete_without_wandb(tmp_path, wandb_env):
+    args = ["taskneurons.evaluate", *[a for a in TINY if a != "logger=csv"], "logger=wandb", "task=rotten_tomatoes",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env={**env_for(tmp_path), **wandb_env},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["tasks"]["rotten_tomatoes"]["n"] == 6
+
+
+def test_same_seed_same_metrics_in_two_processes(tmp_path):
+    outs = []
+    for i in range(2):
+        r = run_to_end(["taskneurons.evaluate", *TINY, "task=[rotten_tomatoes,bbc_title]"], tmp_path / f"o{i}",
+                       tmp_path / f"r{i}")
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(comparable(json.loads((tmp_path / f"r{i}" / "metrics.json").read_text())))
+    assert outs[0] == outs[1]
+
+
+def test_disk_full_is_a_clear_error_and_corrupts_nothing(tmp_path):
+    root = tmp_path / "out"
+    ok = run_to_end(["taskneurons.identify", *TINY, "task=rotten_tomatoes"], root, tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def small_files():  # any write past 4 KB fails with EFBIG, as on a full disk (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    full = run_to_end(["taskneurons.identify", *TINY, "task=[rotten_tomatoes,bbc_topic]", "hydra.output_subdir=null",
+                       "hydra/job_logging=disabled"], root, tmp_path / "full", preexec_fn=small_files)
+    assert full.returncode == 2, full.stderr[-2000:]
+    assert "cannot write" in full.stderr and "disk full" in full.stderr
+    assert not (tmp_path / "full" / "metrics.json").exists()
+    for p, data in before.items():
+        assert p.read_bytes() == data, f"{p} changed"
+    assert not orphans(root) and not orphans(tmp_path / "full")
