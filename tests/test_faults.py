@@ -49,6 +49,7 @@ def comparable(metrics: dict) -> dict:
         if isinstance(x, dict):
             return {k: strip(v) for k, v in x.items()
                     if not (k.startswith("seconds") or k in ("seconds", "attribution_seconds", "resumed_from_batch",
+                                                            "checksum", "attribution_examples",
                                                             "reused_from_state", "source", "path"))}
         return x
     return strip(metrics)
@@ -164,3 +165,34 @@ def test_disk_full_is_a_clear_error_and_corrupts_nothing(tmp_path):
     for p, data in before.items():
         assert p.read_bytes() == data, f"{p} changed"
     assert not orphans(root) and not orphans(tmp_path / "full")
+
+
+def test_only_dead_writers_temp_files_are_removed(tmp_path):
+    from taskneurons.runtime.atomic import cleanup_temp_files
+
+    dead = tmp_path / ".per_module-p0.1.json.999999.ab12cd.tmp"  # no such process
+    mine = tmp_path / f".metrics.json.{os.getpid()}.zz.tmp"  # a live writer (this process)
+    for p in (dead, mine):
+        p.write_text("partial")
+    assert cleanup_temp_files(tmp_path) == 1
+    assert not dead.exists() and mine.exists()
+
+
+def test_edited_metrics_and_neuron_set_metadata_are_detected(tmp_path):
+    import torch
+
+    from taskneurons.errors import ConfigError
+    from taskneurons.neurons.neuronset import NeuronSet
+    from taskneurons.runtime.atomic import read_json_with_checksum, write_json_with_checksum
+
+    write_json_with_checksum(tmp_path / "metrics.json", {"tasks": {"t": {"score": 50.0}}})
+    assert read_json_with_checksum(tmp_path / "metrics.json")["tasks"]["t"]["score"] == 50.0
+    (tmp_path / "metrics.json").write_text((tmp_path / "metrics.json").read_text().replace("50.0", "90.0"))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        read_json_with_checksum(tmp_path / "metrics.json")
+    sizes = {(0, "m"): 4}
+    NeuronSet({(0, "m"): torch.tensor([1])}, sizes, {"definition": "output_units", "model": "a"}).save(tmp_path / "s")
+    meta = tmp_path / "s.json"
+    meta.write_text(meta.read_text().replace('"model": "a"', '"model": "b"'))
+    with pytest.raises(ConfigError, match="checksum mismatch"):
+        NeuronSet.load(tmp_path / "s")

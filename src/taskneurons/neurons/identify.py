@@ -29,6 +29,7 @@ from taskneurons.neurons.neuronset import (
     select_top,
 )
 from taskneurons.neurons.pools import DEFINITIONS, Pool, key_str, pool_sizes
+from taskneurons.runtime.atomic import cleanup_temp_files
 
 log = logging.getLogger(__name__)
 SET_KINDS = ("task", "random", "all_ffn")
@@ -106,6 +107,8 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         nset = NeuronSet.load(stem)
         check_compatible(nset, pools, model_name, ncfg.definition, str(stem))
         return nset, info
+    if folder.is_dir():
+        cleanup_temp_files(folder)  # a writer killed mid-save leaves its temp file
     existing = sorted(folder.glob("*.json")) if ncfg.reuse and folder.is_dir() else []
     t0 = time.perf_counter()
     if existing:

@@ -7,7 +7,6 @@ missing, or whose tensors no longer match the checksum, is reported and never us
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,12 @@ from safetensors.torch import save as st_save
 
 from taskneurons.errors import ConfigError
 from taskneurons.neurons.pools import Key, key_str, parse_key
-from taskneurons.runtime.atomic import atomic_write_bytes, atomic_write_json, sha256_of
+from taskneurons.runtime.atomic import (
+    atomic_write_bytes,
+    read_json_with_checksum,
+    sha256_of,
+    write_json_with_checksum,
+)
 
 SCOPES = ("per_module", "global")
 FORMAT_VERSION = 1
@@ -100,7 +104,7 @@ class NeuronSet:
                 tensors[f"{name}/{key_str(k)}"] = v.to(torch.float32).clone()  # no shared storage
         blob = st_save(tensors)
         atomic_write_bytes(_with(stem, ".safetensors"), blob)
-        atomic_write_json(
+        write_json_with_checksum(
             _with(stem, ".json"),
             {
                 "format_version": FORMAT_VERSION,
@@ -120,9 +124,9 @@ class NeuronSet:
         if not meta_path.is_file() or not blob_path.is_file():
             raise ConfigError(f"neuron set '{stem}' is incomplete (need {meta_path.name} and {blob_path.name}); run identify again")
         try:
-            info = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            raise ConfigError(f"{meta_path}: not valid JSON (truncated or edited); delete it and run identify again") from None
+            info = read_json_with_checksum(meta_path)
+        except ValueError as e:
+            raise ConfigError(f"{e}; delete it and run identify again") from None
         blob = blob_path.read_bytes()
         if sha256_of(blob) != info.get("sha256"):
             raise ConfigError(

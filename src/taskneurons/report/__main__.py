@@ -8,7 +8,6 @@ Writes ``<sweep dir>/table2.json`` and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from statistics import mean
 
@@ -17,13 +16,17 @@ from rich.console import Console
 from rich.table import Table
 
 from taskneurons import PROJECT_ROOT
-from taskneurons.runtime.atomic import atomic_write_json
+from taskneurons.report.heatmap import save_change_heatmaps
+from taskneurons.runtime.atomic import atomic_write_json, read_json_with_checksum
 
 
 def load_runs(sweep: Path) -> list[dict]:
     runs = []
     for path in sorted(sweep.glob("*/metrics.json")):
-        runs.append(json.loads(path.read_text()))
+        try:
+            runs.append(read_json_with_checksum(path))
+        except ValueError as e:
+            raise SystemExit(f"error: {e}; rerun that job (the sweep redoes only what is missing)") from None
     if not runs:
         raise SystemExit(f"error: no */metrics.json under {sweep}: run the sweep first (e.g. make table2)")
     return runs
@@ -31,6 +34,8 @@ def load_runs(sweep: Path) -> list[dict]:
 
 def table2(sweep: Path, paper_key: str | None) -> dict:
     rows: dict[str, dict[str, float]] = {}
+    # Fig. 5 (fine-tuning panel): change of every task after training task i's (or random) neurons
+    change: dict[str, dict[str, dict[str, float]]] = {}
     for m in load_runs(sweep):
         if m.get("job") != "train" or len(m.get("train_tasks", [])) != 1:
             continue
@@ -38,6 +43,8 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
         row = rows.setdefault(task, {})
         if m.get("before"):
             row["zero_shot"] = m["before"][task]["score"]
+            change.setdefault(m["neurons"], {})[task] = {
+                t: round(r["score"] - m["before"][t]["score"], 2) for t, r in m["tasks"].items()}
         row[f"train_{m['neurons']}"] = m["tasks"][task]["score"]
     paper = yaml.safe_load((PROJECT_ROOT / "experiments" / "paper_numbers.yaml").read_text()).get(paper_key or "", {})
     cols = ["zero_shot", "train_random", "train_task"]
@@ -58,7 +65,16 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
     avg = {c: round(mean(r[c] for r in rows.values() if c in r), 2) for c in cols if any(c in r for r in rows.values())}
     table.add_row("avg", *[x for c in cols for x in ([f"{avg[c]:.1f}" if c in avg else "-"] + (["" ] if paper else []))])
     Console(width=160).print(table)
-    result = {"rows": rows, "avg": avg, "paper": paper_key}
+    result = {"rows": rows, "avg": avg, "paper": paper_key, "finetune_change": change}
+    trained = sorted({t for kind in change.values() for t in kind})
+    if len(trained) > 1 and all(set(kind) == set(trained) for kind in change.values()):
+        evaluated = list(next(iter(next(iter(change.values())).values())))
+        square = {k: {i: {j: v[i].get(j) for j in trained} for i in trained} for k, v in change.items()}
+        if set(evaluated) >= set(trained):
+            png = save_change_heatmaps(square, trained, sweep / "finetune_matrix.png",
+                                       title="score change after fine-tuning task i's neurons")
+            result["heatmap"] = png.name
+            print(f"heatmap: {png}")
     atomic_write_json(sweep / "table2.json", result)
     return result
 

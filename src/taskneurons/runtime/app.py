@@ -21,9 +21,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from taskneurons.errors import ConfigError
-from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text
+from taskneurons.runtime.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    cleanup_temp_files,
+    write_json_with_checksum,
+)
 from taskneurons.runtime.metadata import run_metadata
-from taskneurons.runtime.resume import JobState, cleanup_temp_files, config_key
+from taskneurons.runtime.resume import JobState, config_key
 
 log = logging.getLogger("taskneurons")
 
@@ -72,7 +77,7 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
         # Written last: a metrics.json beside config.yaml means a complete result.
         atomic_write_text(out / "config.yaml", resolved)
         atomic_write_json(out / "run_meta.json", meta)
-        atomic_write_json(out / "metrics.json", metrics)
+        write_json_with_checksum(out / "metrics.json", metrics)
     except ConfigError as e:
         return _fail(e)
     except OSError as e:

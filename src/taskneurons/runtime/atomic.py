@@ -16,7 +16,8 @@ os.umask(_UMASK)
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's PID is in the name, so a later cleanup can tell a dead writer's leftovers from live work
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
         with os.fdopen(fd, "wb") as f:
@@ -39,3 +40,47 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_temp_files(folder: str | Path) -> int:
+    """Remove temp files left by writers that died (``kill -9``) before renaming them."""
+    n = 0
+    for p in Path(folder).rglob(".*.tmp"):
+        # ".<name>.<pid>.<random>.tmp": the writer's PID is the second field from the end
+        pid_field = p.name[: -len(".tmp")].rsplit(".", 2)[-2]
+        pid = int(pid_field) if pid_field.isdigit() else None
+        if pid != os.getpid() and (pid is None or not _pid_alive(pid)):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def checksum_payload(payload: dict[str, Any]) -> str:
+    """sha256 of a JSON document without its own ``checksum`` field."""
+    body = {k: v for k, v in payload.items() if k != "checksum"}
+    return sha256_of(json.dumps(body, sort_keys=True, default=str).encode())
+
+
+def write_json_with_checksum(path: str | Path, payload: dict[str, Any]) -> None:
+    atomic_write_json(path, {**payload, "checksum": checksum_payload(payload)})
+
+
+def read_json_with_checksum(path: str | Path) -> dict[str, Any]:
+    """A JSON written by ``write_json_with_checksum``; ValueError names the file if it was altered."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: not valid JSON (truncated?)") from None
+    if doc.get("checksum") != checksum_payload(doc):
+        raise ValueError(f"{path}: checksum mismatch (edited or damaged since it was written)")
+    return doc

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from taskneurons.runtime.atomic import atomic_write_bytes, atomic_write_json
+from taskneurons.runtime.atomic import atomic_write_bytes, atomic_write_json, cleanup_temp_files
 
 log = logging.getLogger(__name__)
 # Keys that change where or how a run is logged, not what it computes.
@@ -103,12 +103,3 @@ class JobState:
         import io
 
         return torch.load(io.BytesIO(data), weights_only=False)
-
-
-def cleanup_temp_files(folder: Path) -> int:
-    """Remove temp files a killed writer left behind (``.<name>.<random>.tmp``)."""
-    n = 0
-    for p in folder.rglob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
-    return n
