@@ -94,3 +94,20 @@ def test_a_set_from_another_model_or_definition_is_refused(tmp_path):
                  f"neurons.path={path}", f"hydra.run.dir={out}"])
         assert r.returncode == 2 and needle in r.stderr and r.stderr.startswith("error: "), r.stderr[-2000:]
         assert not (out / "metrics.json").exists()
+
+
+def test_table2_sweep_and_report(tmp_path):
+    """The make table2 path on tiny models: a train sweep over tasks x {task, random}, then the report."""
+    sweep = tmp_path / "sweep"
+    r = run(["taskneurons.train", "--multirun", "experiment=table2_small", *SMALL, "optim.max_steps=2",
+             "neurons=task,random", "train_tasks=[rotten_tomatoes],[bbc_topic]", f"hydra.sweep.dir={sweep}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["counts"] == {"completed": 4}
+    r = run(["taskneurons.report", "table2", str(sweep)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads((sweep / "table2.json").read_text())
+    assert set(table["rows"]) == {"rotten_tomatoes", "bbc_topic"}
+    assert set(table["rows"]["bbc_topic"]) == {"zero_shot", "train_task", "train_random"}
+    assert set(table["finetune_change"]) == {"task", "random"}
+    assert (sweep / "finetune_matrix.png").stat().st_size > 1000

@@ -17,12 +17,14 @@ def save_change_heatmaps(change: dict[str, dict[str, dict[str, float]]], tasks: 
     mats = {k: np.array([[change[k][i].get(j, np.nan) for j in tasks] for i in tasks]) for k in kinds}
     lim = max(1.0, float(np.nanmax(np.abs(np.stack(list(mats.values()))))))
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds) + 1, 4 + 0.25 * len(tasks)), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
+    for n, (ax, kind) in enumerate(zip(axes[0], kinds, strict=True)):
         im = ax.imshow(mats[kind], cmap="RdBu", vmin=-lim, vmax=lim)
         ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
-        ax.set_yticks(range(len(tasks)), tasks)
+        # rows are the same tasks in every panel: label them once, on the left
+        ax.set_yticks(range(len(tasks)), tasks if n == 0 else [])
         ax.set_xlabel("evaluated task")
-        ax.set_ylabel(f"{kind} neurons of task")
+        if n == 0:
+            ax.set_ylabel("whose neurons (or their random control)")
         ax.set_title(f"deactivate {kind} set")
         for i in range(len(tasks)):
             for j in range(len(tasks)):
