@@ -8,6 +8,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,17 +72,22 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, job):
     for attempt in range(REPEATS):
         # each attempt: a fresh output root, one SIGKILL at a random point, then the same command to the end
         root = tmp_path / f"faulted_{attempt}"
-        proc = subprocess.Popen([sys.executable, "-m", *args, f"hydra.run.dir={tmp_path / f'killed_{attempt}'}"], cwd=ROOT,
-                                env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for = rng.randint(1, PROGRESS_STEPS[job])  # how many kept steps to let finish first
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline and len(list(root.glob(PROGRESS[job]))) < wait_for:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, KILL_WITHIN[job]))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        # a random point; if the job was already done by then, once more at the earliest point
+        for wait_for, delay in ((rng.randint(1, PROGRESS_STEPS[job]), rng.uniform(0.0, KILL_WITHIN[job])), (1, 0.0)):
+            proc = subprocess.Popen([sys.executable, "-m", *args, f"hydra.run.dir={tmp_path / f'killed_{attempt}'}"],
+                                    cwd=ROOT, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline and len(list(root.glob(PROGRESS[job]))) < wait_for:
+                time.sleep(0.02)
+            time.sleep(delay)
+            killed = proc.poll() is None
+            if killed:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+            if killed:
+                break
+            shutil.rmtree(root)  # finished untouched: start this attempt again from nothing
         final = run_to_end(args, root, tmp_path / f"final_{attempt}")
         assert final.returncode == 0, final.stderr[-3000:]
         resumed = json.loads((tmp_path / f"final_{attempt}" / "metrics.json").read_text())
