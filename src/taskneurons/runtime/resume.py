@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from taskneurons import __version__
 from taskneurons.runtime.atomic import atomic_write_bytes, atomic_write_json, cleanup_temp_files
+from taskneurons.runtime.metadata import git_state
 
 log = logging.getLogger(__name__)
 # Keys that change where or how a run is logged, not what it computes.
@@ -29,6 +31,8 @@ def config_key(cfg: Any) -> str:
     for k in _NOT_IN_KEY:
         data.pop(k, None)
     data["paths"] = {"data_dir": str(cfg.paths.data_dir)}  # the data read is part of the result
+    # another code version may compute something else: its results are not reused (resume=false forces it)
+    data["code"] = {"version": __version__, "git": git_state().get("sha")}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
