@@ -101,6 +101,8 @@ def test_a_damaged_state_file_is_recomputed_not_used(tmp_path):
     from taskneurons.runtime.resume import JobState
 
     state = JobState(tmp_path, "evaluate", "k")
+    state.put("per_layer", {i: i for i in range(12)})  # int keys read back as strings, in another order
+    assert state.get("per_layer") == {str(i): i for i in range(12)}
     state.put("baseline", {"results": {"t": {"score": 50.0}}})
     path = state.dir / "baseline.json"
     path.write_text(path.read_text().replace("50.0", "99.0"))  # an edited number
@@ -192,7 +194,8 @@ def test_edited_metrics_and_neuron_set_metadata_are_detected(tmp_path):
     from taskneurons.neurons.neuronset import NeuronSet
     from taskneurons.runtime.atomic import read_json_with_checksum, write_json_with_checksum
 
-    write_json_with_checksum(tmp_path / "metrics.json", {"tasks": {"t": {"score": 50.0}}})
+    # int keys (per-layer counts) sort differently once they are strings: the checksum must not care
+    write_json_with_checksum(tmp_path / "metrics.json", {"tasks": {"t": {"score": 50.0}}, "per_layer": {i: i for i in range(12)}})
     assert read_json_with_checksum(tmp_path / "metrics.json")["tasks"]["t"]["score"] == 50.0
     (tmp_path / "metrics.json").write_text((tmp_path / "metrics.json").read_text().replace("50.0", "90.0"))
     with pytest.raises(ValueError, match="checksum mismatch"):

@@ -65,13 +65,20 @@ def cleanup_temp_files(folder: str | Path) -> int:
     return n
 
 
+def as_json(obj: Any) -> Any:
+    """The value exactly as it reads back from JSON (int dict keys become strings, tuples lists), so
+    a checksum taken before writing matches the one taken after reading."""
+    return json.loads(json.dumps(obj, default=str))
+
+
 def checksum_payload(payload: dict[str, Any]) -> str:
     """sha256 of a JSON document without its own ``checksum`` field."""
-    body = {k: v for k, v in payload.items() if k != "checksum"}
-    return sha256_of(json.dumps(body, sort_keys=True, default=str).encode())
+    body = as_json({k: v for k, v in payload.items() if k != "checksum"})
+    return sha256_of(json.dumps(body, sort_keys=True).encode())
 
 
 def write_json_with_checksum(path: str | Path, payload: dict[str, Any]) -> None:
+    payload = as_json(payload)
     atomic_write_json(path, {**payload, "checksum": checksum_payload(payload)})
 
 

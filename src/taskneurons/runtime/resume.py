@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from taskneurons import __version__
-from taskneurons.runtime.atomic import atomic_write_bytes, atomic_write_json, cleanup_temp_files
+from taskneurons.runtime.atomic import as_json, atomic_write_bytes, atomic_write_json, cleanup_temp_files
 from taskneurons.runtime.metadata import git_state
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,12 @@ def config_key(cfg: Any) -> str:
 
 
 def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def write_checked_json(path: Path, payload: Any) -> None:
-    """JSON with its own checksum: {"sha256": ..., "payload": ...}."""
+    """JSON with its own checksum: {"sha256": ..., "payload": ...} (digest of the value as it reads back)."""
+    payload = as_json(payload)
     atomic_write_json(path, {"sha256": _digest(payload), "payload": payload})
 
 
