@@ -17,6 +17,7 @@ from rich.table import Table
 
 from taskneurons.neurons.identify import sets_for_tasks, validate_neurons_config
 from taskneurons.neurons.pools import neuron_pools
+from taskneurons.report.tables import matrix_table
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.loggers import finish
 from taskneurons.runtime.resume import JobState
@@ -54,15 +55,8 @@ def print_identify(metrics: dict[str, Any], out: Path) -> None:
         table.add_row(t, str(i["count"]), str(i["total"]), i["fingerprint"], i["source"], i["path"])
     console = Console(width=200)
     console.print(table)
-    names = list(metrics["overlap_jaccard"])
-    if len(names) > 1:
-        ov = Table(title="overlap (Jaccard) between task sets")
-        ov.add_column("")
-        for n in names:
-            ov.add_column(n, justify="right")
-        for a in names:
-            ov.add_row(a, *[f"{metrics['overlap_jaccard'][a][b]:.3f}" for b in names])
-        console.print(ov)
+    if len(metrics["overlap_jaccard"]) > 1:
+        console.print(matrix_table(metrics["overlap_jaccard"], "overlap (Jaccard) between task sets", "", "{:.3f}"))
     console.print(f"results: {out / 'metrics.json'}")
 
 

@@ -61,13 +61,19 @@ def print_change_table(metrics: dict[str, Any], run_dir: Path | None = None) -> 
         console.print(table)
     if metrics.get("source") == "matrix" and metrics.get("change"):
         for kind, mat in metrics["change"].items():
-            tasks = list(mat)
-            t = Table(title=f"score change, rows = whose {kind} neurons are off, columns = evaluated task")
-            t.add_column("off \\ eval")
-            for c in tasks:
-                t.add_column(c, justify="right")
-            for i in tasks:
-                t.add_row(i, *[f"{mat[i][j]:+.1f}" for j in tasks])
-            console.print(t)
+            console.print(matrix_table(mat, f"score change, rows = whose {kind} neurons are off, columns = evaluated task",
+                                       "off \\ eval", "{:+.1f}"))
     if run_dir is not None:
         console.print(f"results: {run_dir / 'metrics.json'}")
+
+
+def matrix_table(mat: dict[str, dict[str, float]], title: str, corner: str, fmt: str) -> Table:
+    """A task x task table (rows and columns in the order of ``mat``)."""
+    tasks = list(mat)
+    table = Table(title=title)
+    table.add_column(corner)
+    for c in tasks:
+        table.add_column(c, justify="right")
+    for i in tasks:
+        table.add_row(i, *[fmt.format(mat[i][j]) for j in tasks])
+    return table
