@@ -16,6 +16,7 @@ or ``all`` (every non-padding position).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 import torch
 
@@ -37,31 +38,59 @@ def scope_mask(batch: dict[str, torch.Tensor], token_scope: str) -> torch.Tensor
 
 
 class _Recorder:
+    """Hooks that score every pool's units on one batch at a time.
+
+    Only the in-scope positions are kept: the forward hook copies the activation rows at those positions
+    (for target-token scope a few tokens out of each prompt) and the gradient hook multiplies them with
+    the gradient rows at the same positions. The hook closures never reference the activation tensor
+    itself: a tensor whose grad_fn holds a closure that holds the tensor is a cycle through C++ that
+    Python's garbage collector cannot see, and every activation of every batch would stay alive.
+    """
+
     def __init__(self, pools: list[Pool], reduction: str, device: torch.device):
         self.pools = pools
         self.reduction = reduction
         self.scores = {p.key: torch.zeros(p.size, dtype=torch.float32, device=device) for p in pools}
         self.act_sum = {p.key: torch.zeros(p.size, dtype=torch.float32, device=device) for p in pools}
         self.n_tokens = 0
-        self.mask: torch.Tensor | None = None
         self.handles: list = []
+        self._rows: torch.Tensor | None = None  # flat [B*T] indices of in-scope positions
+        self._example: torch.Tensor | None = None  # the example each in-scope position belongs to
+        self._n_examples = 0
+        self._selected: dict[Key, torch.Tensor] = {}  # in-scope activation rows of the current batch
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return None if self._rows is None else self._mask
+
+    @mask.setter
+    def mask(self, mask: torch.Tensor) -> None:
+        """[B, T] bool mask of the positions scored in the next forward/backward."""
+        self._mask = mask
+        self._rows = mask.reshape(-1).nonzero().squeeze(1)
+        self._example = torch.div(self._rows, mask.shape[1], rounding_mode="floor")
+        self._n_examples = mask.shape[0]
+        self._selected.clear()
 
     def _capture(self, key: Key, act: torch.Tensor) -> None:
-        mask = self.mask
+        rows = self._rows
         with torch.no_grad():
-            self.act_sum[key] += act.detach()[mask].float().sum(0)
-        reduction, scores = self.reduction, self.scores
+            picked = act.detach().reshape(-1, act.shape[-1]).index_select(0, rows).float()
+            self.act_sum[key] += picked.sum(0)
+        self._selected[key] = picked
+        if act.requires_grad:
+            act.register_hook(partial(self._on_grad, key))
 
-        def on_grad(grad: torch.Tensor) -> None:
-            with torch.no_grad():
-                ga = grad.float() * act.detach().float()  # [B, T, U]
-                if reduction == "abs_sum":
-                    scores[key] += (ga * mask[..., None]).sum(1).abs().sum(0)
-                else:
-                    per_tok = ga[mask].abs()  # [N, U]
-                    scores[key] += per_tok.mean(0) if reduction == "mean" else per_tok.sum(0)
-
-        act.register_hook(on_grad)
+    def _on_grad(self, key: Key, grad: torch.Tensor) -> None:
+        with torch.no_grad():
+            picked = self._selected.pop(key)
+            ga = grad.reshape(-1, grad.shape[-1]).index_select(0, self._rows).float().mul_(picked)  # [N, U]
+            if self.reduction == "abs_sum":
+                per_example = ga.new_zeros(self._n_examples, ga.shape[1]).index_add_(0, self._example, ga)
+                self.scores[key] += per_example.abs_().sum(0)
+            elif ga.shape[0]:
+                ga.abs_()
+                self.scores[key] += ga.mean(0) if self.reduction == "mean" else ga.sum(0)
 
     def attach(self, model: torch.nn.Module) -> None:
         self.attach_pools()

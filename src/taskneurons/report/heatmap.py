@@ -30,7 +30,9 @@ def save_change_heatmaps(change: dict[str, dict[str, dict[str, float]]], tasks: 
             for j in range(len(tasks)):
                 v = mats[kind][i, j]
                 if not np.isnan(v):
-                    ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8)
+                    # RdBu is dark at both ends: white text there, black on the pale middle
+                    color = "white" if abs(v) > 0.6 * lim else "black"
+                    ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8, color=color)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="score change (points)")
     fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
