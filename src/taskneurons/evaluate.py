@@ -19,6 +19,7 @@ from taskneurons.neurons.identify import SET_KINDS, control_set, sets_for_tasks,
 from taskneurons.neurons.masking import DeactivateNeurons
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.report.heatmap import save_change_heatmaps
+from taskneurons.report.stats import mean_records
 from taskneurons.report.tables import print_change_table, print_results, summarize
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
@@ -98,18 +99,28 @@ def deactivation(session, names: list[str], sources: list[str], base: dict, out:
     pools, task_sets, infos = prepared
     results: dict[str, dict[str, dict[str, dict]]] = {}
     change: dict[str, dict[str, dict[str, float]]] = {}
+    controls: dict[str, list[str]] = {}  # fingerprints of each source's random draws (all different)
     for kind in iv.sets:
         results[kind], change[kind] = {}, {}
+        # a random control is drawn neurons.control_seeds times per source task; its score is their mean
+        draws = int(cfg.neurons.get("control_seeds", 1)) if kind == "random" else 1
         for src in sources:
-            nset = control_set(kind, task_sets[src], pools, session.model_name, cfg.neurons)
             targets = [src] if iv.source == "same" else names
-            cb = DeactivateNeurons(pools, nset, replacement=iv.replacement, path=iv.path)
-            res, _ = resumable_test(state, f"deactivate_{kind}_{src}", session, targets, callbacks=[cb],
-                                    log_prefix=f"deactivate_{kind}/{src}")
-            results[kind][src] = res
+            runs = []
+            for d in range(draws):
+                nset = control_set(kind, task_sets[src], pools, session.model_name, cfg.neurons, source=src, draw=d)
+                if kind == "random":
+                    controls.setdefault(src, []).append(nset.fingerprint())
+                cb = DeactivateNeurons(pools, nset, replacement=iv.replacement, path=iv.path)
+                step = f"deactivate_{kind}_{src}" if kind != "random" else f"deactivate_random_d{d}_{src}"
+                res, _ = resumable_test(state, step, session, targets, callbacks=[cb],
+                                        log_prefix=f"deactivate_{kind}/{src}" + (f"/draw{d}" if draws > 1 else ""))
+                runs.append(res)
+            results[kind][src] = runs[0] if draws == 1 else mean_of_draws(runs)
             if base:
                 change[kind][src] = {t: round(res[t]["score"] - base[t]["score"], 2) for t in targets}
-    out_metrics: dict[str, Any] = {"neuron_sets": infos, "deactivation": results, "source": iv.source}
+    out_metrics: dict[str, Any] = {"neuron_sets": infos, "deactivation": results, "source": iv.source,
+                                   "random_controls": controls}
     if base:
         out_metrics["change"] = change
         # the paper's Table 1 rows: original, and each task with its own set (or the random control) off
@@ -127,6 +138,19 @@ def deactivation(session, names: list[str], sources: list[str], base: dict, out:
             out_metrics["heatmap"] = png.name  # relative to the run directory
             log_image(session.logger, "deactivation_matrix", png)
     return out_metrics
+
+
+def mean_of_draws(runs: list[dict[str, dict]]) -> dict[str, dict]:
+    """Several random draws of one control: mean score, each draw's score, per-example means and draws."""
+    out = {}
+    for t, first in runs[0].items():
+        scores = [r[t]["score"] for r in runs]
+        entry = {**first, "score": round(sum(scores) / len(scores), 2), "draw_scores": scores}
+        recs = [r[t].get("per_example") for r in runs]
+        if all(recs):
+            entry["per_example"] = mean_records(recs)
+        out[t] = entry
+    return out
 
 
 def rerender(metrics: dict[str, Any], out: Path) -> None:

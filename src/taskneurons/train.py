@@ -76,7 +76,9 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
             if cfg.neurons.set != "all_ffn":
                 task_sets, set_info = sets_for_tasks(session, train_names, pools)
                 reference = union_all([task_sets[t] for t in train_names])
-            nset = control_set(cfg.neurons.set, reference, pools, session.model_name, cfg.neurons)
+            # Train-Random: one draw per (training tasks, seed); SEEDS=n sweeps give n different draws
+            nset = control_set(cfg.neurons.set, reference, pools, session.model_name, cfg.neurons,
+                               source="+".join(train_names))
             callbacks.append(NeuronFinetuning(pools, nset))
             set_info["trained_set"] = {"kind": cfg.neurons.set, "count": nset.count(), "fingerprint": nset.fingerprint()}
         else:

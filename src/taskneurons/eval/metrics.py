@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.text import rouge_score
 from torchmetrics.text import ROUGEScore
 
 from taskneurons.data.tasks import TaskSpec
@@ -30,6 +31,10 @@ class TaskMetrics:
     gold: Counter = field(default_factory=Counter)
     n: int = 0
     samples: list[dict] = field(default_factory=list)
+    # per test example: id and primary score in percent (0/100 for classification), so that intervals
+    # and paired tests over the same examples can be computed later (report/stats.py)
+    example_ids: list[str] = field(default_factory=list)
+    example_scores: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.spec.is_classification:
@@ -39,7 +44,7 @@ class TaskMetrics:
         else:
             self.rouge = ROUGEScore(rouge_keys="rougeL", accumulate="best")
 
-    def update_cls(self, scorer: str, pred: list[int], gold: list[int]) -> None:
+    def update_cls(self, scorer: str, pred: list[int], gold: list[int], ids: list[str] | None = None) -> None:
         invalid = len(self.spec.labels)
         p = torch.tensor([x if x >= 0 else invalid for x in pred])
         self.accuracy[scorer].update(p, torch.tensor(gold))
@@ -47,10 +52,18 @@ class TaskMetrics:
         if scorer == self.scorers[0]:
             self.n += len(gold)
             self.gold.update(gold)
+        if scorer == self.primary and ids is not None:
+            self.example_ids += list(ids)
+            self.example_scores += [100 if a == b else 0 for a, b in zip(pred, gold, strict=True)]
 
-    def update_gen(self, preds: list[str], refs: list[tuple[str, ...]]) -> None:
+    def update_gen(self, preds: list[str], refs: list[tuple[str, ...]], ids: list[str] | None = None) -> None:
         self.rouge.update(preds, [list(r) for r in refs])
         self.n += len(preds)
+        if ids is not None:
+            self.example_ids += list(ids)
+            for p, r in zip(preds, refs, strict=True):
+                f = rouge_score(p, [list(r)], rouge_keys="rougeL", accumulate="best")["rougeL_fmeasure"]
+                self.example_scores.append(round(100 * float(f), 2))
 
     def timed(self, scorer: str):
         metrics = self
@@ -81,4 +94,6 @@ class TaskMetrics:
             out["seconds_generate"] = round(self.seconds["generate"], 3)
             out["score"] = out["rougeL"]
             out["scorer"] = "generate"
+        if self.example_ids:
+            out["per_example"] = {"ids": self.example_ids, "scores": self.example_scores}
         return out

@@ -75,24 +75,25 @@ class CausalLMModule(pl.LightningModule):
         m = self.task_metrics[spec.name]
         prompts = [e.prompt_ids for e in batch]
         pad_id = self.tokenizer.pad_token_id
+        ids = [e.example.id for e in batch]
         if spec.is_classification:
             gold = [e.label_index for e in batch]
             if "loglik" in m.scorers:
                 with m.timed("loglik"):
                     scores = label_loglik(self.model, prompts, self._label_ids[spec.name], pad_id, self.eval_cfg.loglik_norm)
-                m.update_cls("loglik", scores.argmax(-1).tolist(), gold)
+                m.update_cls("loglik", scores.argmax(-1).tolist(), gold, ids)
             if "generate" in m.scorers:
                 with m.timed("generate"):
                     new = greedy_generate(self.model, prompts, int(self.eval_cfg.cls_max_new_tokens), pad_id, self.eos_ids)
                     texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
                     pred = [match_label(t, spec.labels, self.eval_cfg.match) for t in texts]
-                m.update_cls("generate", pred, gold)
+                m.update_cls("generate", pred, gold, ids)
                 self._keep_samples(m, batch, texts)
         else:
             with m.timed("generate"):
                 new = greedy_generate(self.model, prompts, int(self.eval_cfg.gen_max_new_tokens), pad_id, self.eos_ids)
                 texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-            m.update_gen(texts, [e.example.all_references for e in batch])
+            m.update_gen(texts, [e.example.all_references for e in batch], ids)
             self._keep_samples(m, batch, texts)
 
     def _keep_samples(self, m: TaskMetrics, batch: list[Encoded], texts: list[str]) -> None:

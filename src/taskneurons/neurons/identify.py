@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from taskneurons.runtime.atomic import cleanup_temp_files
 
 log = logging.getLogger(__name__)
 SET_KINDS = ("task", "random", "all_ffn")
+# neurons.matrices: which FFN matrices a set keeps (output_units): W1 = role "in" (gate/up, h_to_4h, c_fc),
+# W2 = role "out" (down, 4h_to_h, c_proj)
+MATRIX_FILTERS = {"all": ("in", "out"), "W1": ("in",), "W2": ("out",)}
 
 
 def validate_neurons_config(n: Any, model_name: str | None = None) -> list[str]:
@@ -41,9 +45,15 @@ def validate_neurons_config(n: Any, model_name: str | None = None) -> list[str]:
                          ("reduction", REDUCTIONS), ("token_scope", TOKEN_SCOPES), ("split", ("train", "test"))):
         if n.get(key) not in allowed:
             p.append(f"neurons.{key}='{n.get(key)}' must be one of {', '.join(allowed)}")
-    for key in ("max_examples", "batch_size"):
+    for key in ("max_examples", "batch_size", "control_seeds"):
         if n.get(key) is not None and int(n[key]) < 1:
             p.append(f"neurons.{key}={n[key]} must be >= 1")
+    matrices = n.get("matrices", "all")
+    if matrices not in MATRIX_FILTERS:
+        p.append(f"neurons.matrices='{matrices}' must be one of {', '.join(MATRIX_FILTERS)}")
+    elif matrices != "all" and n.get("definition") == "intermediate":
+        # zeroing an intermediate unit's gate/up rows or its down column silences the same unit
+        p.append(f"neurons.matrices={matrices} needs neurons.definition=output_units (an intermediate unit spans W1 and W2)")
     if n.get("path"):
         # a saved set is checked now (checksum, model, definition), not after the model has loaded
         try:
@@ -133,17 +143,41 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
     return nset, info
 
 
-def control_set(kind: str, reference: NeuronSet | None, pools: list[Pool], model_name: str, ncfg: Any) -> NeuronSet:
-    """The set actually used: the task set itself, a same-count random control, or every FFN unit."""
+def control_draw_seed(ncfg: Any, source: str, draw: int) -> int:
+    """The seed of one random control: a different draw per (source task, run seed, draw index)."""
+    return zlib.crc32(f"{int(ncfg.control_seed)}|{source}|{int(ncfg.seed)}|{int(draw)}".encode()) & 0x7FFFFFFF
+
+
+def restrict_matrices(nset: NeuronSet, pools: list[Pool], matrices: str) -> NeuronSet:
+    """The set with only the units of the chosen matrix role (``neurons.matrices``); other pools empty."""
+    if matrices == "all":
+        return nset
+    roles = MATRIX_FILTERS[matrices]
+    keep = {p.key for p in pools if all(m.role in roles for m in p.rows)}
+    empty = torch.empty(0, dtype=torch.long)
+    idx = {k: (v if k in keep else empty) for k, v in nset.indices.items()}
+    return NeuronSet(idx, nset.pool_sizes, {**nset.meta, "matrices": matrices}, nset.scores, nset.means)
+
+
+def control_set(kind: str, reference: NeuronSet | None, pools: list[Pool], model_name: str, ncfg: Any,
+                source: str = "", draw: int = 0) -> NeuronSet:
+    """The set actually used: the task set itself, a same-count random control, or every FFN unit.
+
+    A random control is drawn per (source task, run seed, draw) (``control_draw_seed``), so the random
+    rows of a task x task matrix and the draws of ``neurons.control_seeds`` are different sets.
+    """
     sizes = {p.key: p.size for p in pools}
     if kind == "task":
         assert reference is not None
         return reference
     if kind == "all_ffn":
-        return NeuronSet(all_units(sizes), sizes, {"model": model_name, "definition": ncfg.definition, "kind": "all_ffn", "task": "all"})
+        nset = NeuronSet(all_units(sizes), sizes, {"model": model_name, "definition": ncfg.definition, "kind": "all_ffn", "task": "all"})
+        return restrict_matrices(nset, pools, ncfg.get("matrices", "all"))
     assert reference is not None
-    meta = {**reference.meta, "kind": "random", "control_seed": int(ncfg.control_seed)}
-    return NeuronSet(random_like(reference.counts(), sizes, int(ncfg.control_seed)), sizes, meta)
+    seed = control_draw_seed(ncfg, source, draw)
+    meta = {**reference.meta, "kind": "random", "control_seed": int(ncfg.control_seed), "control_draw": int(draw),
+            "control_draw_seed": seed}
+    return NeuronSet(random_like(reference.counts(), sizes, seed), sizes, meta)
 
 
 def union_all(sets: list[NeuronSet]) -> NeuronSet:
@@ -188,10 +222,12 @@ def sets_for_tasks(session: Any, names: list[str], pools: list[Pool]) -> tuple[d
     if ncfg.get("path"):
         nset = NeuronSet.load(ncfg.path)
         check_compatible(nset, pools, session.model_name, ncfg.definition, str(ncfg.path))
+        nset = restrict_matrices(nset, pools, ncfg.get("matrices", "all"))
         return dict.fromkeys(names, nset), {n: {"path": str(ncfg.path), "source": "neurons.path"} for n in names}
     log_set = wandb_artifact_logger(session.logger)
     for name in names:
         nset, info = identify_task(session.model, session.tok, session.model_name, session.data[name], ncfg,
                                    session.cfg.data, pools, log_set)
+        nset = restrict_matrices(nset, pools, ncfg.get("matrices", "all"))
         sets[name], infos[name] = nset, {**info, **set_summary(nset)}
     return sets, infos

@@ -49,7 +49,8 @@ def log_results_table(logger: Logger | None, results: dict[str, dict[str, Any]],
     """A task x metric table in the W&B run (its summary holds the flat numbers)."""
     if not isinstance(logger, WandbLogger):
         return
-    columns = sorted({k for r in results.values() for k in r})
+    # per-example scores stay in metrics.json; the table holds one value per cell
+    columns = sorted({k for r in results.values() for k in r if k != "per_example"})
     rows = [[name] + [r.get(c) for c in columns] for name, r in results.items()]
     logger.log_table(key=key, columns=["task", *columns], data=rows)
 
