@@ -31,7 +31,7 @@ def identify_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dic
     names = list(cfg.get("tasks") or {})
     split = cfg.neurons.split
     session = open_session(cfg, out, meta, splits=("train", "test") if split == "train" else ("test",),
-                           need_train=names if split == "train" else (), problems=problems)
+                           need_train=names if split == "train" and not cfg.neurons.get("fallback_to_test") else (), problems=problems)
     try:
         pools = neuron_pools(session.model, cfg.neurons.definition)
         sets, infos = sets_for_tasks(session, names, pools)

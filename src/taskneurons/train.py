@@ -19,11 +19,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from taskneurons.analyze.controlled import check_controlled, controlled_set
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.eval.loop import resumable_test
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
+from taskneurons.neurons.per_task import PerTaskMasks, per_task_loader
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.report.tables import print_results, summarize
@@ -51,6 +53,7 @@ def validate_train(cfg: DictConfig) -> list[str]:
         p.append(f"intervention={cfg.intervention.name} does not train; use one of {', '.join(INTERVENTIONS)}")
     elif cfg.intervention.name == "finetune_neurons":
         p += validate_neurons_config(cfg.neurons, cfg.model.name)
+        p += validate_set_source(cfg)
     names = list(cfg.get("tasks") or {})
     unknown = [t for t in training_tasks(cfg) if t not in names]
     if unknown:
@@ -59,6 +62,25 @@ def validate_train(cfg: DictConfig) -> list[str]:
         p.append(f"optim.lr={cfg.optim.lr} must be > 0")
     if float(cfg.optim.weight_decay) < 0:
         p.append(f"optim.weight_decay={cfg.optim.weight_decay} must be >= 0")
+    return p
+
+
+def validate_set_source(cfg: DictConfig) -> list[str]:
+    """neurons=controlled (Tables 9-11) and intervention.combine=per_task: checks that need no model."""
+    p: list[str] = []
+    combine = cfg.intervention.get("combine", "union")
+    if combine not in ("union", "per_task"):
+        p.append(f"intervention.combine='{combine}' must be union or per_task")
+    elif combine == "per_task" and cfg.neurons.set != "task":
+        p.append(f"intervention.combine=per_task needs neurons=task (each task's own set), not neurons.set={cfg.neurons.set}")
+    if cfg.neurons.set == "controlled":
+        c = cfg.neurons.get("controlled")
+        if c is None:
+            return p + ["neurons.set=controlled needs neurons.controlled (use neurons=controlled)"]
+        p += check_controlled(c, len(c.get("test_tasks") or []), float(c.get("test_proportion") or 0))
+        missing = [t for t in (c.get("test_tasks") or []) if t not in (cfg.get("tasks") or {})]
+        if missing:
+            p.append(f"neurons.controlled.test_tasks {missing} are not among the selected tasks; add them with task=[...]")
     return p
 
 
@@ -73,12 +95,16 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
         if cfg.intervention.name == "finetune_neurons":
             pools = neuron_pools(model, cfg.neurons.definition)
             reference = None
-            if cfg.neurons.set != "all_ffn":
-                task_sets, set_info = sets_for_tasks(session, train_names, pools)
-                reference = union_all([task_sets[t] for t in train_names])
-            # Train-Random: one draw per (training tasks, seed); SEEDS=n sweeps give n different draws
-            nset = control_set(cfg.neurons.set, reference, pools, session.model_name, cfg.neurons,
-                               source="+".join(train_names))
+            if cfg.neurons.set == "controlled":
+                nset, info = controlled_set(session, pools, cfg.neurons)
+                set_info["controlled"] = {**info, "test_tasks": list(cfg.neurons.controlled.test_tasks)}
+            else:
+                if cfg.neurons.set != "all_ffn":
+                    task_sets, set_info = sets_for_tasks(session, train_names, pools)
+                    reference = union_all([task_sets[t] for t in train_names])
+                # Train-Random: one draw per (training tasks, seed); SEEDS=n sweeps give n different draws
+                nset = control_set(cfg.neurons.set, reference, pools, session.model_name, cfg.neurons,
+                                   source="+".join(train_names))
             callbacks.append(NeuronFinetuning(pools, nset))
             set_info["trained_set"] = {"kind": cfg.neurons.set, "count": nset.count(), "fingerprint": nset.fingerprint()}
         else:
@@ -93,13 +119,21 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
         n_batches = max_steps * accumulate if max_steps > 0 else int(cfg.trainer.max_epochs) * dm.batches_per_epoch()
         ckpt = state.get_tensors("train_checkpoint")
         start = int(ckpt["batches_done"]) if ckpt else 0
+        per_task = cfg.intervention.name == "finetune_neurons" and cfg.intervention.get("combine") == "per_task"
+        if per_task:  # task-homogeneous batches, each updating only its task's rows of the union
+            _, sampler = per_task_loader(dm, train_names, int(cfg.data.batch_size), int(cfg.seed))
+            if max_steps <= 0:
+                n_batches = int(cfg.trainer.max_epochs) * sampler.per_epoch
+            loader, sampler = per_task_loader(dm, train_names, int(cfg.data.batch_size), int(cfg.seed), start, n_batches)
+            callbacks.append(PerTaskMasks([task_sets[t] for t in train_names], sampler))
+            set_info["combine"] = "per_task"
         t0 = time.perf_counter()
         if start < n_batches:
             saver = ResumeCheckpoint(state, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
             # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler
             trainer = build_trainer(cfg, session.logger, callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
             model.train()
-            trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches))
+            trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches))
         else:  # killed after training finished: restore the trained state instead of training again
             restore_trained(module, callbacks, ckpt, losses)
         model.eval()

@@ -41,7 +41,7 @@ MATRIX_FILTERS = {"all": ("in", "out"), "W1": ("in",), "W2": ("out",)}
 
 def validate_neurons_config(n: Any, model_name: str | None = None) -> list[str]:
     p = check_proportion(n.proportion)
-    for key, allowed in (("set", SET_KINDS), ("definition", DEFINITIONS), ("scope", SCOPES),
+    for key, allowed in (("set", (*SET_KINDS, "controlled")), ("definition", DEFINITIONS), ("scope", SCOPES),
                          ("reduction", REDUCTIONS), ("token_scope", TOKEN_SCOPES), ("split", ("train", "test"))):
         if n.get(key) not in allowed:
             p.append(f"neurons.{key}='{n.get(key)}' must be one of {', '.join(allowed)}")
