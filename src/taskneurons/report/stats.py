@@ -74,6 +74,23 @@ def cell_estimate(per_seed: Sequence[Sequence[float]], seed: int = 0) -> Estimat
     return t_interval([float(np.mean(r)) for r in runs])
 
 
+def mean_of_means(per_task: Sequence[Sequence[Sequence[float]]], seed: int = 0) -> Estimate:
+    """The Avg column: mean over tasks of each task's mean; ``per_task[t][s]`` = scores of task t, seed s.
+
+    One seed: bootstrap resampling every task's examples; several seeds: t over the per-seed averages.
+    """
+    n_seeds = min(len(t) for t in per_task)
+    if n_seeds > 1:
+        return t_interval([float(np.mean([np.mean(t[s]) for t in per_task])) for s in range(n_seeds)])
+    arrays = [np.asarray(t[0], dtype=float) for t in per_task]
+    rng = np.random.default_rng(seed)
+    draws = np.mean([a[rng.integers(0, a.size, size=(N_BOOT, a.size))].mean(axis=1) for a in arrays], axis=0)
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
+    point = float(np.mean([a.mean() for a in arrays]))
+    return Estimate(point, float(lo), float(hi), int(sum(a.size for a in arrays)),
+                    f"bootstrap over {sum(a.size for a in arrays)} test examples")
+
+
 def _sign_flip_exact(d: np.ndarray) -> float:
     obs = abs(d.sum())
     tot = 0

@@ -1,0 +1,168 @@
+"""``make report SCALE=...``: every paper artefact, run where missing, gathered into one README + W&B run.
+
+experiments/artefacts.yaml lists the artefacts that have a make target ({name, target, paper, scales});
+PAPER_ARTEFACTS lists everything the paper reports, so an artefact nobody has built yet is listed as
+missing instead of silently absent. An artefact whose ``outputs/results/<name>/<scale>/result.json``
+exists is reused; otherwise ``make <target> SCALE=<scale> SEEDS=<n>`` runs it (its sweep reuses
+finished jobs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taskneurons import PROJECT_ROOT
+from taskneurons.errors import ConfigError
+from taskneurons.report.artefacts import SCALES, md_table, output_root, results_dir
+from taskneurons.runtime.atomic import atomic_write_text
+from taskneurons.runtime.metadata import git_state
+
+PAPER_ARTEFACTS = ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8",
+                   "Table 9", "Table 10", "Table 11", "Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6")
+
+
+def load_artefacts(path: Path | None = None) -> list[dict[str, Any]]:
+    path = path or PROJECT_ROOT / "experiments" / "artefacts.yaml"
+    entries = yaml.safe_load(path.read_text()) or []
+    problems = [f"{path}: entry {e!r} needs name, target, paper and scales" for e in entries
+                if not isinstance(e, dict) or not {"name", "target", "paper", "scales"} <= set(e)]
+    if problems:
+        raise ConfigError(problems)
+    return entries
+
+
+def make_targets(makefile: Path | None = None) -> set[str]:
+    text = (makefile or PROJECT_ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([A-Za-z0-9_-]+):", text, flags=re.M))
+
+
+def check_request(entries: list[dict], scale: str, only: list[str] | None, seeds: int) -> list[dict]:
+    if scale not in SCALES:
+        raise ConfigError(f"SCALE={scale} must be one of {', '.join(SCALES)}")
+    if seeds < 1:
+        raise ConfigError(f"SEEDS={seeds} must be a whole number >= 1")
+    names = [e["name"] for e in entries]
+    unknown = [n for n in (only or []) if n not in names]
+    if unknown:
+        raise ConfigError(f"unknown artefact {', '.join(unknown)}: choose from {', '.join(names)} (experiments/artefacts.yaml)")
+    return [e for e in entries if not only or e["name"] in only]
+
+
+def run_missing(entries: list[dict], scale: str, seeds: int, targets: set[str], run: bool) -> dict[str, dict]:
+    status: dict[str, dict] = {}
+    for e in entries:
+        res = results_dir(e["name"], scale) / "result.json"
+        st: dict[str, Any] = {"entry": e, "result": res}
+        if scale not in e["scales"]:
+            st["status"] = f"not defined at {scale} scale (scales: {', '.join(e['scales'])})"
+        elif res.is_file():
+            st["status"] = "reused"
+        elif e["target"] not in targets:
+            st["status"] = f"missing: no make target `{e['target']}` yet"
+        elif not run:
+            st["status"] = "missing: not run (--no-run)"
+        else:
+            cmd = ["make", "--no-print-directory", e["target"], f"SCALE={scale}", f"SEEDS={seeds}"]
+            print(f"report: running {' '.join(cmd)}", flush=True)
+            t0 = time.perf_counter()
+            rc = subprocess.run(cmd, cwd=PROJECT_ROOT).returncode
+            st["seconds"] = round(time.perf_counter() - t0, 1)
+            st["status"] = "ran" if rc == 0 and res.is_file() else (
+                f"failed (exit {rc})" if rc else "missing: the target ran but wrote no result.json")
+        status[e["name"]] = st
+    return status
+
+
+def _section(name: str, st: dict, readme_dir: Path) -> list[str]:
+    e = st["entry"]
+    out = [f"## {e['paper']} — `{name}` ({st['status']}" + (f", {st['seconds']} s" if "seconds" in st else "") + ")", ""]
+    if not st["result"].is_file():
+        return out + [f"No result: `make {e['target']} SCALE=...` writes `{st['result']}`.", ""]
+    r = json.loads(st["result"].read_text())
+    out += [f"{r.get('title', '')} — model `{r.get('model')}`, seeds {r.get('seeds')}, git `{r.get('git_sha')}`", ""]
+    for tname, table in r.get("tables", {}).items():
+        out += [f"**ours: {tname}**", "", md_table(table), ""]
+    paper = r.get("paper") or {}
+    for tname, table in (paper.get("tables") or {}).items():
+        out += [f"**{tname}** (model {paper.get('model')})", "", md_table(table), ""]
+    out += [f"- paper: {t}" for t in paper.get("trends", [])]
+    out += [f"- {n}" for n in r.get("notes", [])]
+    rel = Path("..") / st["result"].parent.relative_to(output_root()) if st["result"].is_relative_to(output_root()) else st["result"].parent
+    out += [f"\n![{f}]({rel / f})" for f in r.get("figures", [])]
+    out += ["", "Commands:", "", "```bash", *r.get("commands", []), "```",
+            "Caps: " + ", ".join(f"`{k}={v}`" for k, v in (r.get("caps") or {}).items()), ""]
+    return out
+
+
+def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Path:
+    readme_dir = output_root() / "report"
+    git = git_state()
+    covered = {e["paper"] for e in entries} | {p for e in entries for p in _expand(e["paper"])}
+    lines = [f"# Paper artefacts at {scale} scale", "",
+             f"git `{git.get('sha')}`{' (dirty)' if git.get('dirty') else ''}, written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
+             "Intervals are 95 %: bootstrap over test examples for one run, Student's t over seeds for several;"
+             " p-values are paired sign-flip tests over the same test examples (pooled over seeds).", "",
+             "| artefact | paper | status |", "|---|---|---|"]
+    lines += [f"| `{n}` | {st['entry']['paper']} | {st['status']} |" for n, st in status.items()]
+    missing = [p for p in PAPER_ARTEFACTS if p not in covered]
+    if missing:
+        lines += ["", "Paper artefacts with no entry in experiments/artefacts.yaml yet (missing): " + ", ".join(missing) + "."]
+    lines += ["", "W&B: the report run (group `report_" + scale + "`) holds every cell as a summary metric "
+              "`<artefact>/<row>/<task>` (mean, lo, hi, p); open its Tables and Media panels. Upload with "
+              f"`wandb sync {readme_dir}/wandb/offline-run-*`.", ""]
+    for n, st in status.items():
+        lines += _section(n, st, readme_dir)
+    atomic_write_text(readme_dir / "README.md", "\n".join(lines) + "\n")
+    return readme_dir / "README.md"
+
+
+def _expand(paper: str) -> list[str]:
+    """'Tables 9-11' -> ['Table 9', 'Table 10', 'Table 11']; 'Fig. 2' -> ['Fig. 2']."""
+    m = re.match(r"(Tables?|Figs?\.)\s*(\d+)\s*[-–]\s*(\d+)", paper)
+    if not m:
+        return [paper]
+    word = "Table" if m.group(1).startswith("Table") else "Fig."
+    return [f"{word} {i}" for i in range(int(m.group(2)), int(m.group(3)) + 1)]
+
+
+def log_report_run(status: dict[str, dict], scale: str, readme: Path) -> str | None:
+    """One W&B run (offline by default) in group report_<scale>: every cell as a summary metric, tables, images."""
+    try:
+        import wandb
+    except ImportError:
+        return None
+    import os
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        run = wandb.init(project="taskneurons", group=f"report_{scale}", job_type="report", name=f"report-{scale}",
+                         dir=str(readme.parent), config={"scale": scale, "git": git_state()})
+    except Exception as e:  # W&B must never cost the report
+        print(f"report: W&B could not start ({e}); README written without it")
+        return None
+    summary: dict[str, float] = {}
+    for name, st in status.items():
+        if not st["result"].is_file():
+            continue
+        r = json.loads(st["result"].read_text())
+        for key, c in (r.get("cells") or {}).items():
+            for field in ("mean", "lo", "hi", "p"):
+                if isinstance(c.get(field), int | float):
+                    summary[f"{key}/{field}"] = float(c[field])
+        for tname, table in r.get("tables", {}).items():
+            run.log({f"{name}/{tname}": wandb.Table(columns=[str(c) for c in table["columns"]],
+                                                    data=[[None if v is None else str(v) for v in row] for row in table["rows"]])})
+        for fig in r.get("figures", []):
+            run.log({f"{name}/{Path(fig).stem}": wandb.Image(str(st["result"].parent / fig))})
+    run.summary.update(summary)
+    path = run.dir
+    run.finish()
+    return path
