@@ -1,0 +1,322 @@
+"""The stage loop: a fresh Lightning Trainer per stage, one shared logger with a monotone step, every
+task evaluated after every stage into ``a[stage][task]``, a checkpoint per finished stage.
+
+Resume: a finished stage is kept in the job state as ``stage<i>`` (its payload, matrix row and step
+count); a stage killed mid-training continues from ``stage<i>_train_checkpoint`` (trainable state,
+optimizer, RNG, batches done). Every stage reseeds with ``seed + i``, so a resumed run ends with the
+same matrix as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+from taskneurons.continual.methods import Method, Stage
+from taskneurons.continual.metrics import summarize
+from taskneurons.data.datamodule import TaskDataModule
+from taskneurons.data.loading import TaskData
+from taskneurons.eval.loop import run_test
+from taskneurons.lit.module import CausalLMModule
+from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
+from taskneurons.models.loss import target_only_loss
+from taskneurons.neurons.sparse_finetune import NeuronFinetuning
+from taskneurons.runtime.atomic import write_json_with_checksum
+from taskneurons.runtime.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+
+class OffsetLogger(Logger):
+    """The run's one logger, seen by each stage's fresh Trainer with the steps of earlier stages added,
+    so the logged step never goes back."""
+
+    def __init__(self, inner: Logger):
+        super().__init__()
+        self.inner, self.offset = inner, 0
+
+    @property
+    def name(self):
+        return self.inner.name
+
+    @property
+    def version(self):
+        return self.inner.version
+
+    @property
+    def save_dir(self):
+        return self.inner.save_dir
+
+    @property
+    def experiment(self):
+        return self.inner.experiment
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.inner is not None:
+            self.inner.log_metrics(metrics, self.offset + (step or 0))
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the run's config was logged once when the logger started
+
+    def save(self) -> None:
+        if self.inner is not None:
+            self.inner.save()
+
+    def finalize(self, status: str) -> None:
+        self.save()  # the run goes on after a stage; finish() closes it at the end
+
+
+class StageState:
+    """The job state seen by one stage: its names are prefixed with ``stage<i>_``."""
+
+    def __init__(self, state: Any, prefix: str):
+        self.state, self.prefix = state, prefix
+
+    def put_tensors(self, name: str, obj: Any) -> None:
+        self.state.put_tensors(f"{self.prefix}_{name}", obj)
+
+    def get_tensors(self, name: str) -> Any:
+        return self.state.get_tensors(f"{self.prefix}_{name}")
+
+    def drop(self, name: str) -> None:
+        for suffix in (".pt", ".pt.json"):
+            (self.state.dir / f"{self.prefix}_{name}{suffix}").unlink(missing_ok=True)
+
+
+class ContinualModule(CausalLMModule):
+    """The SFT module with an optional extra loss term (O-LoRA) and a per-method learning rate."""
+
+    def __init__(self, *args: Any, regularizer=None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.regularizer = regularizer
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = target_only_loss(self.model, batch)
+        n = batch["input_ids"].shape[0]
+        if self.regularizer is not None:
+            reg = self.regularizer()
+            self.log("train/regularizer", reg.detach(), batch_size=n)
+            loss = loss + reg
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+
+class Losses(pl.Callback):
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(torch.as_tensor(loss).detach()))
+
+
+@dataclass
+class Context:
+    """What a method sees: the session (model, tokenizer, data), the order and the evaluation."""
+
+    session: Any
+    state: Any
+    order: list[str]
+    eval_tasks: list[str]
+    logger: Any
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Any:
+        return self.session.cfg
+
+    @property
+    def model(self) -> Any:
+        return self.session.model
+
+    @property
+    def tok(self) -> Any:
+        return self.session.tok
+
+    @property
+    def model_name(self) -> str:
+        return self.session.model_name
+
+    @property
+    def trainer_logger(self) -> Any:
+        return self.logger if self.logger.inner is not None else None
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state.dir)
+
+    def test(self, tasks: list[str], subset: dict[str, list[int]] | None = None) -> tuple[dict[str, dict], dict]:
+        """Evaluate ``tasks`` on their test splits (only the given example positions with ``subset``)."""
+        data = {}
+        for t in tasks:
+            td = self.session.data[t]
+            test = td.test if not subset or t not in subset else [td.test[i] for i in subset[t]]
+            data[t] = TaskData(td.spec, [], test)  # no training split: nothing to encode but the test set
+        view = replace(self.session, data=data)
+        self.model.eval()
+        return run_test(view, tasks, log_prefix="eval", logger=self.trainer_logger)
+
+
+def stage_steps(cfg: Any, method: Method, stage: Stage, dm: TaskDataModule) -> tuple[int, int]:
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
+    max_steps = int(cfg.optim.max_steps)
+    if max_steps > 0:
+        n_batches = max_steps * method.steps_factor(stage) * accumulate
+    else:
+        n_batches = int(cfg.trainer.max_epochs) * dm.batches_per_epoch()
+    return n_batches, accumulate
+
+
+def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
+    cfg = ctx.cfg
+    seed = int(cfg.seed) + stage.index
+    dm = TaskDataModule(ctx.tok, {t: ctx.session.data[t] for t in stage.train_tasks}, cfg.data, seed=seed)
+    optim = cfg.optim if method.mcfg.get("lr") is None else {**cfg.optim, "lr": float(method.mcfg.lr)}
+    module = ContinualModule(ctx.model, ctx.tok, cfg.eval, _AttrDict(optim), regularizer=method.regularizer(ctx, stage))
+    callbacks = method.callbacks(ctx, stage)
+    n_batches, accumulate = stage_steps(cfg, method, stage, dm)
+    sstate = StageState(ctx.state, f"stage{stage.index}")
+    ckpt = sstate.get_tensors("train_checkpoint")
+    start = int(ckpt["batches_done"]) if ckpt else 0
+    losses = Losses()
+    t0 = time.perf_counter()
+    if start < n_batches:
+        saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
+        trainer = build_trainer(cfg, ctx.trainer_logger, callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+        ctx.model.train()
+        trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches))
+    else:  # killed after training, before the stage was recorded: restore the trained state
+        for cb in callbacks:
+            if isinstance(cb, NeuronFinetuning):
+                cb.setup(None, module, "fit")
+        load_trainable(module, ckpt["params"])
+        for cb in callbacks:
+            if isinstance(cb, NeuronFinetuning):
+                cb.on_fit_end(None, module)
+        losses.losses = list(ckpt["losses"])
+    ctx.model.eval()
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    if hasattr(module, "neuron_deltas"):
+        del module.neuron_deltas  # merged; the next stage builds its own
+    return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
+            "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
+            "loss_first": _avg(losses.losses[:5]), "loss_last": _avg(losses.losses[-5:])}
+
+
+class _AttrDict(dict):
+    __getattr__ = dict.get
+
+
+def _avg(x: list[float]) -> float | None:
+    return round(mean(x), 4) if x else None
+
+
+class ContinualRun:
+    """Runs (or resumes) every stage of ``method`` over ``order`` and returns the metrics."""
+
+    def __init__(self, ctx: Context, method: Method, out: Path, meta: dict, header: dict):
+        self.ctx, self.method, self.out, self.meta, self.header = ctx, method, out, meta, header
+        self.stages = method.stages(ctx.order)
+        self.rows: list[dict[str, dict]] = []
+        self.infos: list[dict] = []
+
+    def run(self) -> dict[str, Any]:
+        ctx, method = self.ctx, self.method
+        method.setup(ctx)
+        for stage in self.stages:
+            done = ctx.state.get_tensors(f"stage{stage.index}")
+            if done is not None:
+                method.restore(ctx, stage, done["payload"], done["row"])
+                info = {**done["info"], "replayed_from_checkpoint": True}
+            else:
+                pl.seed_everything(int(ctx.cfg.seed) + stage.index, workers=True, verbose=False)
+                method.prepare(ctx, stage)
+                info = train_stage(ctx, method, stage)
+                payload = method.finish(ctx, stage)
+                t0 = time.perf_counter()
+                info["model_fingerprint"] = model_fingerprint(ctx.model)
+                row, extra = method.evaluate(ctx, stage)
+                info.update(extra, eval_seconds=round(time.perf_counter() - t0, 2),
+                            checkpoint_bytes=_payload_bytes(payload))
+                done = {"payload": payload, "row": row, "info": info}
+                ctx.state.put_tensors(f"stage{stage.index}", done)
+                StageState(ctx.state, f"stage{stage.index}").drop("train_checkpoint")
+                row = done["row"]
+            ctx.logger.offset += int(info["steps"])
+            self.rows.append(done["row"])
+            self.infos.append(info)
+            self.log_stage(stage)
+            write_json_with_checksum(self.out / "metrics.json", self.metrics(complete=False))
+        return self.metrics(complete=True)
+
+    def matrix(self) -> list[list[float]]:
+        return [[float(r[t]["score"]) for t in self.ctx.eval_tasks] for r in self.rows]
+
+    def metrics(self, complete: bool) -> dict[str, Any]:
+        order, tasks = self.ctx.order, self.ctx.eval_tasks
+        mat = self.matrix()
+        sq = [row[: len(order)] for row in mat]  # the order's tasks come first
+        if len(self.stages) == 1 and len(order) > 1:  # mtl: one joint stage
+            summary = {"cl": round(mean(sq[0]), 3), "bwt": None, "avg_forgetting": None}
+        elif len(sq) == len(order):
+            summary = summarize(sq)
+        else:
+            summary = {"seen_average": summarize([r[: len(sq)] for r in sq[: len(sq)]])["seen_average"]} if sq else {}
+        if self.method.name == "pertask" and len(sq) == len(order):
+            summary["per_task_scores"] = [sq[-1][t] for t in range(len(order))]
+        return {
+            **self.header,
+            "stages": [s.name for s in self.stages][: len(mat)], "stage_names": [s.name for s in self.stages],
+            "tasks_evaluated": tasks, "matrix": mat,
+            "results": [{t: {k: v for k, v in r[t].items() if k != "per_example"} for t in tasks} for r in self.rows],
+            "stage_info": self.infos, "summary": summary, "stages_done": len(mat),
+            "complete": complete and len(mat) == len(self.stages),
+        }
+
+    def log_stage(self, stage: Stage) -> None:
+        lg = self.ctx.logger
+        row = self.rows[-1]
+        seen = self.ctx.order[: stage.index + 1] if self.method.name != "mtl" else self.ctx.order
+        scalars = {f"cl/acc/{t}": float(row[t]["score"]) for t in self.ctx.eval_tasks}
+        scalars["cl/stage"] = float(stage.index + 1)
+        scalars["cl/seen_average"] = mean(float(row[t]["score"]) for t in seen)
+        for k in ("seconds", "eval_seconds", "identity_accuracy"):
+            if k in self.infos[-1]:
+                scalars[f"cl/{k}"] = float(self.infos[-1][k])
+        lg.log_metrics(scalars, 0)
+        from taskneurons.report.continual import save_matrix_heatmap
+
+        png = save_matrix_heatmap(self.matrix(), [s.name for s in self.stages][: len(self.rows)], self.ctx.eval_tasks,
+                                  self.out / "accuracy_matrix.png",
+                                  title=f"{self.header['method']} on {self.header['order_name']} ({self.header['model']})")
+        if isinstance(lg.inner, WandbLogger):
+            lg.inner.log_image(key="cl/accuracy_matrix", images=[str(png)], step=lg.offset)
+
+
+@torch.no_grad()
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every weight after a stage: equal fingerprints mean bit-identical models."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _payload_bytes(payload: Any) -> int:
+    if isinstance(payload, torch.Tensor):
+        return payload.numel() * payload.element_size()
+    if isinstance(payload, dict):
+        return sum(_payload_bytes(v) for v in payload.values())
+    if isinstance(payload, list | tuple):
+        return sum(_payload_bytes(v) for v in payload)
+    return 0

@@ -1,0 +1,350 @@
+"""The continual-learning methods, each a small class behind one interface.
+
+A stage loop (``loop.py``) calls, per stage: ``prepare`` (choose what trains), ``callbacks`` /
+``regularizer`` (how it trains), ``finish`` (what the stage changed: the checkpoint payload), then
+``evaluate`` (every task, each through ``model_for(task)``). ``restore`` replays a finished stage from
+its payload when a killed run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from taskneurons.continual import features, lora
+from taskneurons.continual.rows import (
+    Rows,
+    rows_written,
+    similarity_weights,
+    snapshot,
+    weighted_rows,
+    write_rows,
+)
+from taskneurons.errors import ConfigError
+from taskneurons.neurons.identify import control_set, identify_task, set_summary
+from taskneurons.neurons.neuronset import NeuronSet
+from taskneurons.neurons.pools import neuron_pools
+from taskneurons.neurons.sparse_finetune import NeuronFinetuning
+
+METHODS = ("seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl")
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str               # the task trained (or "all" for mtl)
+    train_tasks: list[str]
+
+
+class Method:
+    name = "base"
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.mcfg = cfg.continual.method
+
+    def stages(self, order: list[str]) -> list[Stage]:
+        return [Stage(i, t, [t]) for i, t in enumerate(order)]
+
+    def steps_factor(self, stage: Stage) -> int:
+        return 1
+
+    def setup(self, ctx: Any) -> None:
+        """Once, on the pre-trained model, before any stage (also before replaying finished ones)."""
+
+    def prepare(self, ctx: Any, stage: Stage) -> None:
+        raise NotImplementedError
+
+    def callbacks(self, ctx: Any, stage: Stage) -> list:
+        return []
+
+    def regularizer(self, ctx: Any, stage: Stage) -> Callable[[], torch.Tensor] | None:
+        return None
+
+    def finish(self, ctx: Any, stage: Stage) -> dict:
+        """After training: the payload that replays this stage (only what it changed)."""
+        raise NotImplementedError
+
+    def restore(self, ctx: Any, stage: Stage, payload: dict, row: dict[str, dict]) -> None:
+        raise NotImplementedError
+
+    def model_for(self, ctx: Any, task: str) -> Any:
+        """A context in which ``ctx.model`` is the model that evaluates ``task``."""
+        return nullcontext()
+
+    def evaluate(self, ctx: Any, stage: Stage) -> tuple[dict[str, dict], dict]:
+        return ctx.test(ctx.eval_tasks)[0], {}
+
+
+def _all_trainable(model: torch.nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+class SeqFT(Method):
+    """Full fine-tuning, one task after another."""
+
+    name = "seqft"
+
+    def prepare(self, ctx, stage):
+        _all_trainable(ctx.model)
+
+    def finish(self, ctx, stage):
+        return {"params": {n: p.detach().cpu().clone() for n, p in ctx.model.named_parameters()}}
+
+    @torch.no_grad()
+    def restore(self, ctx, stage, payload, row):
+        own = dict(ctx.model.named_parameters())
+        for n, v in payload["params"].items():
+            own[n].copy_(v)
+
+
+class MTL(SeqFT):
+    """Every task of the order jointly in one stage (full fine-tuning, N x the per-task steps)."""
+
+    name = "mtl"
+
+    def stages(self, order):
+        return [Stage(0, "all", list(order))]
+
+    def steps_factor(self, stage):
+        return len(stage.train_tasks)
+
+    def finish(self, ctx, stage):
+        return {}  # nothing follows the single stage
+
+    def restore(self, ctx, stage, payload, row):
+        pass
+
+
+class PerTask(Method):
+    """A fresh copy of the pre-trained model per task (A_i of the FG metric); task j is evaluated on
+    its own model once seen, on the pre-trained model before."""
+
+    name = "pertask"
+
+    def setup(self, ctx):
+        self.pretrained = {n: t.detach().cpu().clone() for n, t in ctx.model.state_dict().items()}
+        self.own: dict[str, dict] = {}
+        self.zero_shot: dict[str, dict] = {}
+
+    def _reset(self, ctx):
+        ctx.model.load_state_dict(self.pretrained)
+
+    def prepare(self, ctx, stage):
+        self._reset(ctx)
+        _all_trainable(ctx.model)
+
+    def finish(self, ctx, stage):
+        return {}  # later stages start from the pre-trained model; the own score is in the row
+
+    def restore(self, ctx, stage, payload, row):
+        self.own[stage.name] = row[stage.name]
+
+    def evaluate(self, ctx, stage):
+        self.own[stage.name] = ctx.test([stage.name])[0][stage.name]
+        self._reset(ctx)
+        todo = [t for t in ctx.eval_tasks if t not in self.own and t not in self.zero_shot]
+        if todo:
+            self.zero_shot.update(ctx.test(todo)[0])
+        return {t: self.own.get(t, self.zero_shot.get(t)) for t in ctx.eval_tasks}, {}
+
+
+class SeqLoRA(Method):
+    """One LoRA (peft) trained through all stages."""
+
+    name = "seqlora"
+    adapter = "seq"
+
+    def check_targets(self, ctx):
+        missing = lora.missing_targets(ctx.model, list(self.cfg.continual.lora.target_modules))
+        if missing:
+            raise ConfigError(f"continual.lora.target_modules: {missing} match no module of {ctx.cfg.model.name}; "
+                              "name its attention projections (e.g. [q_proj,v_proj] for Llama, [c_attn] for GPT-2, "
+                              "[query_key_value] for Bloom)")
+
+    def setup(self, ctx):
+        self.check_targets(ctx)
+        self.peft = lora.wrap(ctx.model, self.cfg.continual.lora, self.adapter, int(self.cfg.seed))
+
+    def prepare(self, ctx, stage):
+        for n, p in ctx.model.named_parameters():
+            p.requires_grad_("lora_" in n)
+
+    def finish(self, ctx, stage):
+        return {"adapters": lora.adapter_state(self.peft, [self.adapter])}
+
+    def restore(self, ctx, stage, payload, row):
+        lora.load_adapter_state(self.peft, payload["adapters"])
+
+
+class OLoRA(SeqLoRA):
+    """A new LoRA per task, earlier ones frozen (still active), O-LoRA's orthogonality loss."""
+
+    name = "olora"
+
+    def _name(self, i: int) -> str:
+        return f"task{i}"
+
+    def setup(self, ctx):
+        self.check_targets(ctx)
+        self.peft = None
+
+    def prepare(self, ctx, stage):
+        i, lcfg, seed = stage.index, self.cfg.continual.lora, int(self.cfg.seed) + stage.index
+        if self.peft is None:
+            self.peft = lora.wrap(ctx.model, lcfg, self._name(0), seed)
+        lora.add_frozen_history(self.peft, lcfg, self._name(i), seed, [self._name(k) for k in range(i)])
+
+    def regularizer(self, ctx, stage):
+        if stage.index == 0:
+            return None
+        old = [self._name(k) for k in range(stage.index)]
+        new, l1, l2 = self._name(stage.index), float(self.mcfg.lambda1), float(self.mcfg.lambda2)
+        return lambda: lora.olora_regularizer(ctx.model, old, new, l1, l2)
+
+    def finish(self, ctx, stage):
+        return {"adapters": lora.adapter_state(self.peft, [self._name(stage.index)])}
+
+    def restore(self, ctx, stage, payload, row):
+        self.prepare(ctx, stage)
+        lora.load_adapter_state(self.peft, payload["adapters"])
+
+
+class NCFT(Method):
+    """Train only the current task's neurons (delta rows, fresh optimizer), merge after the stage."""
+
+    name = "ncft"
+    keep_before = False
+
+    def setup(self, ctx):
+        ncfg = self.cfg.neurons
+        self.pools = neuron_pools(ctx.model, ncfg.definition)
+        self.sets: dict[str, NeuronSet] = {}
+        self.after: list[Rows] = []
+        self.before: list[Rows] = []
+        self.set_info: dict[str, dict] = {}
+        if self.mcfg.neurons_from == "pretrained":
+            for t in ctx.order:  # every set on the pre-trained weights, before anything trains
+                self.sets[t] = self._identify(ctx, t, ncfg.store_dir)
+
+    def _identify(self, ctx, task: str, store_dir: str | Path) -> NeuronSet:
+        ncfg = OmegaConf.merge(self.cfg.neurons, {"store_dir": str(store_dir)})
+        ref, info = identify_task(ctx.model, ctx.tok, ctx.model_name, ctx.session.data[task], ncfg, self.cfg.data,
+                                  self.pools)
+        nset = control_set(ncfg.set, ref, self.pools, ctx.model_name, ncfg)
+        self.set_info[task] = {**info, **set_summary(nset)}
+        return nset
+
+    def prepare(self, ctx, stage):
+        if stage.name not in self.sets:
+            # identified on the current model: its own store under the run's state, keyed by stage
+            self.sets[stage.name] = self._identify(ctx, stage.name, ctx.state_dir / "neurons" / f"stage{stage.index}")
+        self._before = snapshot(self.pools, self.sets[stage.name]) if self.keep_before else None
+
+    def callbacks(self, ctx, stage):
+        return [NeuronFinetuning(self.pools, self.sets[stage.name])]
+
+    def finish(self, ctx, stage):
+        after = snapshot(self.pools, self.sets[stage.name])
+        self._record(after, self._before)
+        payload = {"after": after, "set_info": self.set_info.get(stage.name, {})}
+        if self.keep_before:
+            payload["before"] = self._before
+        return payload
+
+    def _record(self, after: Rows, before: Rows | None) -> None:
+        self.after.append(after)
+        self.before.append(before or {})
+
+    def restore(self, ctx, stage, payload, row):
+        write_rows(self.pools, payload["after"])
+        self.set_info[stage.name] = payload.get("set_info", {})
+        self._record(payload["after"], payload.get("before"))
+
+
+class WNCFT(NCFT):
+    """NCFT, and at evaluation the similarity-weighted neuron rows of the trained tasks (PAPER.md §7.2)."""
+
+    name = "wncft"
+    keep_before = True
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        w = self.cfg.continual.wncft
+        self.variant, self.identity = str(w.variant), str(w.task_identity)
+        cached = ctx.state.get_tensors("task_vectors")
+        if cached is None:
+            cached = {"vectors": {}, "test_features": {}}
+            for t in ctx.eval_tasks:  # on the pre-trained model: setup runs before any stage is replayed
+                td = ctx.session.data[t]
+                cached["vectors"][t] = features.task_vector(
+                    ctx.model, ctx.tok, td.spec, td.train or td.test, int(w.vector_examples), int(self.cfg.seed),
+                    int(self.cfg.data.max_prompt_tokens))
+                if self.identity == "inferred":
+                    cached["test_features"][t] = features.prompt_features(
+                        ctx.model, ctx.tok, td.spec, td.test, int(self.cfg.data.max_prompt_tokens))
+            ctx.state.put_tensors("task_vectors", cached)
+        self.vectors = cached["vectors"]
+        self.test_features = cached["test_features"]
+
+    def weighted(self, ctx, task: str) -> Rows:
+        """The rows to evaluate ``task`` with, after the stages trained so far (built once per task)."""
+        trained = ctx.order[: len(self.after)]
+        weights = similarity_weights(self.vectors[task], [self.vectors[k] for k in trained])
+        return weighted_rows(self.after, self.before, weights, self.variant)
+
+    @contextmanager
+    def model_for(self, ctx, task: str) -> Iterator[None]:
+        with rows_written(self.pools, self.weighted(ctx, task)):
+            yield
+
+    def evaluate(self, ctx, stage):
+        results, extra = {}, {}
+        if self.identity == "oracle":
+            for t in ctx.eval_tasks:
+                with self.model_for(ctx, t):
+                    results[t] = ctx.test([t])[0][t]
+            return results, extra
+        vectors = {t: self.vectors[t] for t in ctx.order}
+        right = total = 0
+        for t in ctx.eval_tasks:
+            guess = features.nearest_task(self.test_features[t], vectors)
+            groups: dict[str, list[int]] = {}
+            for i, g in enumerate(guess):
+                groups.setdefault(g, []).append(i)
+            parts = []
+            for g, idx in groups.items():
+                with self.model_for(ctx, g):
+                    parts.append(ctx.test([t], subset={t: idx})[0][t])
+            results[t] = combine_results(parts)
+            results[t]["identity_accuracy"] = round(100 * guess.count(t) / max(len(guess), 1), 2)
+            right, total = right + guess.count(t), total + len(guess)
+        extra["identity_accuracy"] = round(100 * right / max(total, 1), 2)
+        return results, extra
+
+
+def combine_results(parts: list[dict]) -> dict:
+    """One task's results from disjoint example groups: counts add, rates average weighted by n."""
+    n = sum(int(p["n"]) for p in parts)
+    out = dict(parts[0])
+    out["n"] = n
+    for k, v in parts[0].items():
+        if k != "n" and isinstance(v, int | float) and not isinstance(v, bool):
+            out[k] = round(sum(float(p[k]) * int(p["n"]) for p in parts) / max(n, 1), 2)
+    if "per_example" in parts[0]:
+        out["per_example"] = {key: [x for p in parts for x in p["per_example"][key]] for key in parts[0]["per_example"]}
+    return out
+
+
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (SeqFT, SeqLoRA, OLoRA, NCFT, WNCFT, PerTask, MTL)}
+
+
+def build_method(cfg: Any) -> Method:
+    return REGISTRY[str(cfg.continual.method.name)](cfg)

@@ -1,0 +1,128 @@
+"""Neuron parameters as data: snapshots of the selected rows, writing them back, and W-NCFT's
+similarity-weighted rows (PAPER.md §7.2, Eq. 10-12).
+
+A neuron's parameters are named ``"<layer>.<pool>/<matrix>/<w|b|c>"``: ``w`` its weight row (unit axis
+0 of ``unit_weight()``), ``b`` its bias entry, ``c`` its column of an "out" matrix (intermediate
+definition). A *snapshot* maps each name to ``{"index": unit ids, "values": the units' values with the
+unit axis first}``: exactly the parameters a stage changed, so a checkpoint holds only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from taskneurons.neurons.neuronset import NeuronSet
+from taskneurons.neurons.pools import Pool, key_str
+
+VARIANTS = ("normalized", "literal", "delta")
+Rows = dict[str, dict[str, torch.Tensor]]
+
+
+def unit_tensors(pools: list[Pool]) -> dict[str, torch.Tensor]:
+    """Every neuron parameter tensor with its unit axis first (views: writes reach the model)."""
+    out = {}
+    for p in pools:
+        k = key_str(p.key)
+        for m in p.rows:
+            out[f"{k}/{m.name}/w"] = m.unit_weight()
+            if m.bias is not None:
+                out[f"{k}/{m.name}/b"] = m.bias
+        for m in p.cols:
+            out[f"{k}/{m.name}/c"] = m.unit_weight().t()
+    return out
+
+
+def _pool_key(name: str) -> str:
+    return name.split("/", 1)[0]
+
+
+@torch.no_grad()
+def snapshot(pools: list[Pool], nset: NeuronSet) -> Rows:
+    """The current values of ``nset``'s parameters (copies, on the CPU)."""
+    idx = {key_str(k): v for k, v in nset.indices.items() if v.numel()}
+    out: Rows = {}
+    for name, t in unit_tensors(pools).items():
+        units = idx.get(_pool_key(name))
+        if units is not None:
+            out[name] = {"index": units.cpu().clone(), "values": t.index_select(0, units.to(t.device)).detach().cpu().clone()}
+    return out
+
+
+@torch.no_grad()
+def write_rows(pools: list[Pool], rows: Rows) -> None:
+    tensors = unit_tensors(pools)
+    for name, r in rows.items():
+        t = tensors[name]
+        t.index_copy_(0, r["index"].to(t.device), r["values"].to(device=t.device, dtype=t.dtype))
+
+
+@contextmanager
+def rows_written(pools: list[Pool], rows: Rows) -> Iterator[None]:
+    """Write ``rows`` into the model for the duration of the block, then restore exactly what was there."""
+    tensors = unit_tensors(pools)
+    saved = {n: {"index": r["index"], "values": tensors[n].index_select(0, r["index"].to(tensors[n].device)).clone()}
+             for n, r in rows.items()}
+    write_rows(pools, rows)
+    try:
+        yield
+    finally:
+        write_rows(pools, saved)
+
+
+def similarity_weights(fea_j: torch.Tensor, trained: list[torch.Tensor]) -> torch.Tensor:
+    """Eq. 10-11: softmax over k of cos(fea_j, fea_k); no temperature."""
+    feats = torch.stack([f.float() for f in trained])
+    sims = torch.nn.functional.cosine_similarity(fea_j.float().unsqueeze(0), feats, dim=-1)
+    return torch.softmax(sims, dim=0)
+
+
+@torch.no_grad()
+def weighted_rows(after: list[Rows], before: list[Rows], weights: torch.Tensor, variant: str) -> Rows:
+    """Eq. 12 for every neuron owned by at least one trained task k (non-task neurons are not touched).
+
+    ``after[k]`` / ``before[k]``: the values of task k's neurons right after / before its stage.
+    - normalized: ``Σ_k s_k w^(k) / Σ_k s_k`` over the tasks owning the neuron (NCFT for unshared ones)
+    - literal:    ``Σ_k s_k w^(k)`` (the unnormalised Eq. 12)
+    - delta:      ``w^(0) + Σ_k s_k (w^(k) - w^(k-1))``, w^(0) the value before the first owner's stage
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown W-NCFT variant '{variant}'; choose one of {', '.join(VARIANTS)}")
+    if len(after) != len(weights):
+        raise ValueError(f"{len(after)} stages but {len(weights)} weights")
+    out: Rows = {}
+    for name in sorted({n for a in after for n in a}):
+        owners = [k for k in range(len(after)) if name in after[k]]
+        union = torch.unique(torch.cat([after[k][name]["index"] for k in owners]))  # sorted
+        ref = after[owners[0]][name]["values"]
+        num = torch.zeros((union.numel(), *ref.shape[1:]), dtype=torch.float64)
+        den = torch.zeros(union.numel(), dtype=torch.float64)
+        base = torch.zeros_like(num)
+        filled = torch.zeros(union.numel(), dtype=torch.bool)
+        for k in owners:
+            pos = torch.searchsorted(union, after[k][name]["index"])
+            s = float(weights[k])
+            w_after = after[k][name]["values"].double()
+            if variant == "delta":
+                w_before = before[k][name]["values"].double()
+                first = ~filled[pos]  # the first owner (in stage order) supplies w^(0)
+                base[pos[first]] = w_before[first]
+                filled[pos] = True
+                num.index_add_(0, pos, s * (w_after - w_before))
+            else:
+                num.index_add_(0, pos, s * w_after)
+                den.index_add_(0, pos, torch.full_like(pos, 1, dtype=torch.float64) * s)
+        if variant == "normalized":
+            vals = num / den.view(-1, *([1] * (num.dim() - 1)))
+        elif variant == "literal":
+            vals = num
+        else:
+            vals = base + num
+        out[name] = {"index": union, "values": vals.to(ref.dtype)}
+    return out
+
+
+def rows_bytes(rows: Rows) -> int:
+    return sum(r["values"].numel() * r["values"].element_size() + r["index"].numel() * 8 for r in rows.values())

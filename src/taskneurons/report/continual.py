@@ -1,0 +1,189 @@
+"""Continual-learning reports: the accuracy-matrix heatmap of one run, Table 5 (CL per method x order)
+and Fig. 4 (FG retention per stage) from a sweep, with the paper's numbers beside ours.
+
+``python -m taskneurons.report.continual table5|fig4 <sweep dir> --scale tiny|small|paper``
+writes ``outputs/results/<artefact>/<scale>/{table.md,result.json,*.png}`` (the artefact contract).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from statistics import mean
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from taskneurons import PROJECT_ROOT  # noqa: E402
+from taskneurons.continual.metrics import fg_retention  # noqa: E402
+from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text, read_json_with_checksum  # noqa: E402
+
+METHOD_ORDER = ["seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl"]
+LABEL = {"seqft": "SeqFT", "seqlora": "SeqLoRA", "olora": "O-LoRA", "ncft": "NCFT", "wncft": "W-NCFT",
+         "pertask": "Per-Task FT", "mtl": "MTL", "epi": "EPI"}
+STD, LONG = ["order1", "order2", "order3"], ["order4", "order5", "order6"]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def save_matrix_heatmap(matrix: list[list[float]], stages: list[str], tasks: list[str], path: Path, title: str) -> Path:
+    """Rows = after which stage, columns = evaluated task, cells = score."""
+    a = np.array(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(tasks), 1.2 + 0.5 * len(stages)))
+    im = ax.imshow(a, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+    ax.set_yticks(range(len(stages)), [f"after {s}" for s in stages])
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            ax.text(j, i, f"{a[i, j]:.1f}", ha="center", va="center", fontsize=8, color="w" if a[i, j] < 60 else "k")
+    fig.colorbar(im, ax=ax, label="score")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def load_runs(sweep: Path) -> list[dict]:
+    runs = []
+    for p in sorted(sweep.rglob("metrics.json")):
+        try:
+            m = read_json_with_checksum(p)
+        except ValueError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+            continue
+        if m.get("job") == "continual" and m.get("complete"):
+            runs.append(m)
+    if not runs:
+        raise SystemExit(f"error: no finished continual runs (*/metrics.json) under {sweep}; run the sweep first")
+    return runs
+
+
+def paper_numbers() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "experiments" / "paper_numbers.yaml").read_text())
+
+
+def table5(runs: list[dict]) -> dict:
+    """CL of the last row per (method, order); averages over the orders present per benchmark."""
+    cl: dict[str, dict[str, float]] = {}
+    for m in runs:
+        cl.setdefault(m["method"], {})[m["order_name"]] = float(m["summary"]["cl"])
+    orders = [o for o in STD + LONG if any(o in v for v in cl.values())]
+    cols = ["method", *orders, "avg_std", "avg_long8"]
+    rows = []
+    for method in [x for x in METHOD_ORDER if x in cl] + sorted(set(cl) - set(METHOD_ORDER)):
+        v = cl[method]
+        std = [v[o] for o in STD if o in v]
+        lng = [v[o] for o in LONG if o in v]
+        rows.append([LABEL.get(method, method), *[round(v[o], 2) if o in v else None for o in orders],
+                     round(mean(std), 2) if std else None, round(mean(lng), 2) if lng else None])
+    return {"columns": cols, "rows": rows}
+
+
+def paper_table5() -> dict:
+    p = paper_numbers()["table5"]
+    cols = ["method", *STD, "avg_std", *LONG, "avg_long8"]
+    return {"columns": cols, "rows": [[LABEL.get(k, k), *[r[c] for c in cols[1:]]] for k, r in p["rows"].items()]}
+
+
+def fg_curves(runs: list[dict], order: str | None) -> tuple[dict[str, list[float | None]], str]:
+    """FG per stage for every method on ``order`` (default: the longest order present), A from pertask."""
+    by_order: dict[str, dict[str, dict]] = {}
+    for m in runs:
+        by_order.setdefault(m["order_name"], {})[m["method"]] = m
+    if order is None:
+        order = max(by_order, key=lambda o: (len(next(iter(by_order[o].values()))["order"]), "pertask" in by_order[o]))
+    group = by_order.get(order, {})
+    if "pertask" not in group:
+        raise SystemExit(f"error: FG needs the pertask run of {order} (A_i); add continual/method=pertask to the sweep")
+    n = len(group["pertask"]["order"])
+    per_task = [group["pertask"]["matrix"][-1][t] for t in range(n)]
+    curves = {}
+    for method in [x for x in METHOD_ORDER if x in group and x != "mtl"]:
+        mat = group[method]["matrix"]
+        curves[method] = [None if x is None else round(x, 2) for x in fg_retention([r[:n] for r in mat], per_task)]
+    return curves, order
+
+
+def save_fg_plot(curves: dict[str, list[float | None]], order: str, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, ys in curves.items():
+        xs = [i + 1 for i, y in enumerate(ys) if y is not None]
+        ax.plot(xs, [y for y in ys if y is not None], marker="o", label=LABEL.get(method, method))
+    ax.set_xlabel(f"stage ({order})")
+    ax.set_ylabel("FG retention (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _md(name: str, t: dict) -> str:
+    fmt = lambda x: "-" if x is None else (f"{x:.1f}" if isinstance(x, float) else str(x))  # noqa: E731
+    lines = [f"**{name}**", "", "| " + " | ".join(t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
+    lines += ["| " + " | ".join(fmt(x) for x in r) + " |" for r in t["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_artefact(artefact: str, scale: str, title: str, tables: dict, paper: dict, figures: list[str], out: Path,
+                   runs: list[dict], commands: list[str], extra_md: str = "") -> Path:
+    from taskneurons.runtime.metadata import git_state
+
+    out.mkdir(parents=True, exist_ok=True)
+    caps = {"model": runs[0]["model"], "runs": len(runs), "seeds": sorted({int(m["seed"]) for m in runs})}
+    md = [f"# {title} ({scale})", "", *[_md(f"ours: {k}", v) for k, v in tables.items()]]
+    md += [_md(f"paper: {k}", v) for k, v in paper.items() if isinstance(v, dict)]
+    if paper.get("trends"):
+        md += ["**paper (trends)**", "", *[f"- {t}" for t in paper["trends"]], ""]
+    md += [extra_md, *[f"![{f}]({f})" for f in figures]]
+    atomic_write_text(out / "table.md", "\n".join(md) + "\n")
+    atomic_write_json(out / "result.json", {
+        "artefact": artefact, "scale": scale, "title": title, "tables": tables, "paper": paper, "figures": figures,
+        "commands": commands, "caps": caps, "git_sha": git_state().get("sha"), "model": runs[0]["model"],
+        "seeds": caps["seeds"]})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("kind", choices=["table5", "fig4"])
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("--scale", default="small")
+    ap.add_argument("--order", default=None, help="fig4: the order to plot (default: the longest present)")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--command", action="append", default=[], help="the command line(s) that made the sweep")
+    args = ap.parse_args(argv)
+    runs = load_runs(args.sweep_dir)
+    out = args.out or PROJECT_ROOT / "outputs" / "results" / args.kind / args.scale
+    commands = [*args.command, " ".join(["python -m taskneurons.report.continual", *(argv or sys.argv[1:])])]
+    if args.kind == "table5":
+        ours = table5(runs)
+        bwt = {"columns": ["method", "order", "cl", "bwt", "avg_forgetting"],
+               "rows": [[LABEL.get(m["method"], m["method"]), m["order_name"], m["summary"].get("cl"),
+                         m["summary"].get("bwt"), m["summary"].get("avg_forgetting")] for m in runs]}
+        write_artefact("table5", args.scale, "Table 5: CL average accuracy after the last task", {"cl": ours, "bwt": bwt},
+                       {"cl": paper_table5()}, [], out, runs, commands)
+        print(_md("ours: CL", ours))
+    else:
+        curves, order = fg_curves(runs, args.order)
+        png = save_fg_plot(curves, order, out / "fig4.png", f"FG retention per stage, {order} ({runs[0]['model']})")
+        n = max(len(v) for v in curves.values())
+        table = {"columns": ["method", *[f"stage{i + 1}" for i in range(n)]],
+                 "rows": [[LABEL.get(k, k), *v] for k, v in curves.items()]}
+        write_artefact("fig4", args.scale, f"Fig. 4: FG retention per stage ({order})", {"fg": table},
+                       {"trends": paper_numbers()["fig4"]["trends"]}, [png.name], out, runs, commands)
+        print(_md("ours: FG", table))
+    print(f"wrote {out}/table.md and result.json")
+
+
+if __name__ == "__main__":
+    main()
