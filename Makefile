@@ -45,7 +45,7 @@ T2 := $(OUT)/multiruns/table2_$(SCALE)
 F5 := $(OUT)/multiruns/fig5_$(SCALE)
 BY_OVERRIDES := 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
 
-.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean
+.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -120,6 +120,65 @@ fig5: install  ## Fig. 5: task x task deactivation matrix for output_units (all/
 	$(PY) -m taskneurons.evaluate --multirun experiment=fig5_$(SCALE) neurons.definition=intermediate seed=$(SEED_LIST) \
 	  hydra.sweep.dir=$(F5) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(PY) -m taskneurons.report fig5 $(F5) --scale $(SCALE) --seeds $(SEED_LIST) --command "$(ARTEFACT_CMD)"
+
+# --- §5 generalization (Figs. 2, 3, 6; Tables 4, 8, 9-11): python -m taskneurons.analyze aggregates ---
+GEN := experiment=generalization_$(SCALE)
+GEN_SWEEP = $(OUT)/multiruns/$@_$(SCALE)
+GEN_ARGS = $(GEN) analyze.scale=$(SCALE) analyze.seeds=[$(SEED_LIST)]
+GEN_ANALYZE = TASKNEURONS_ARTEFACT_CMD="$(ARTEFACT_CMD)" $(PY) -m taskneurons.analyze
+GEN_COMMA := ,
+GEN_PROPS_tiny := 0.1,1.0
+T8_PROPS_tiny := 0.1,0.3,0.5,1.0
+T8_PROPS_small := $(GEN_PROPS_small)
+T8_PROPS_paper := $(GEN_PROPS_paper)
+GEN_PROPS_small := 0.1,0.3,0.5,0.7,1.0
+GEN_PROPS_paper := 0.1,0.3,0.5,0.7,1.0
+GEN_OOD := sst2,paws,gptnli,tweetqa,commongen,xsum
+GEN_ALL := [amazon,qqp,mnli,sciqa,e2e,cnn,$(GEN_OOD)]
+FIG6_TASKS_tiny := amazon,sciqa
+FIG6_TASKS_small := amazon,qqp,mnli,sciqa,e2e,cnn
+FIG6_TASKS_paper := amazon,qqp,mnli,sciqa,e2e,cnn
+FIG3_TASKS := [amazon,$(GEN_OOD)],[qqp,$(GEN_OOD)],[mnli,$(GEN_OOD)],[sciqa,$(GEN_OOD)],[e2e,$(GEN_OOD)],[cnn,$(GEN_OOD)]
+# Tables 9-11: trained sizes x controlled overlap rates, and which row blocks (T9_BLOCKS=cls-cls gen-gen gen-cls)
+T9_SIZES_tiny := 0.3
+T9_SIZES_small := 0.1,0.3
+T9_SIZES_paper := 0.1,0.3,0.5
+T9_OVERLAPS_tiny := 0.5,1.0
+T9_OVERLAPS_small := 0.1,0.5,1.0
+T9_OVERLAPS_paper := 0.1,0.3,0.5,0.7,1.0
+T9_BLOCKS ?= $(if $(filter paper,$(SCALE)),cls-cls gen-gen gen-cls,cls-cls)
+T9_cls-cls := train_tasks=[amazon,qqp,mnli] 'task=[amazon,qqp,mnli,sst2,paws,gptnli]' neurons.controlled.test_tasks=[sst2,paws,gptnli]
+T9_gen-gen := train_tasks=[sciqa,e2e,cnn] 'task=[sciqa,e2e,cnn,tweetqa,commongen,xsum]' neurons.controlled.test_tasks=[tweetqa,commongen,xsum]
+T9_RUN = $(PY) -m taskneurons.train --multirun $(GEN) neurons=controlled $(T9_$(1)) neurons.proportion=$(T9_SIZES_$(SCALE)) neurons.controlled.overlap=$(T9_OVERLAPS_$(SCALE)) seed=$(SEED_LIST) hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
+T9_gen-cls := train_tasks=[sciqa,e2e,cnn] 'task=[sciqa,e2e,cnn,sst2,paws,gptnli]' neurons.controlled.test_tasks=[sst2,paws,gptnli]
+
+gen-neurons: install  ## (used by table8/fig3) identify the 12 Table 3 tasks' neurons once per SCALE (stored, reused)
+	$(PY) -m taskneurons.identify $(GEN) 'task=$(GEN_ALL)' hydra.run.dir=$(OUT)/multiruns/gen_neurons_$(SCALE) $(HYDRA_ARGS)
+
+fig2: install  ## Fig. 2: CLS and GEN groups trained at 10..100 % of their task neurons, ID + OOD scores (SCALE, SEEDS)
+	$(PY) -m taskneurons.train --multirun $(GEN) +group=cls,gen neurons.proportion=$(GEN_PROPS_$(SCALE)) seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(GEN_ANALYZE) proportions $(GEN_ARGS) analyze.artefact=fig2 analyze.sweep_dir=$(GEN_SWEEP)
+
+fig6: install  ## Fig. 6: each training task alone at 10..100 % of its neurons, its own score (SCALE, SEEDS)
+	$(PY) -m taskneurons.train --multirun $(GEN) task=$(FIG6_TASKS_$(SCALE)) neurons.proportion=$(GEN_PROPS_$(SCALE)) \
+	  seed=$(SEED_LIST) hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(GEN_ANALYZE) proportions $(GEN_ARGS) analyze.artefact=fig6 analyze.sweep_dir=$(GEN_SWEEP)
+
+table8: gen-neurons  ## Table 8: overlap (Jaccard of unions) of training vs test neuron sets per proportion, + per layer
+	$(GEN_ANALYZE) overlap $(GEN_ARGS) analyze.artefact=table8 analyze.proportions=[$(T8_PROPS_$(SCALE))]
+
+table9: install  ## Tables 9-11: controlled overlap, trained size x overlap rate (SCALE, SEEDS, T9_BLOCKS)
+	$(foreach b,$(T9_BLOCKS),$(call T9_RUN,$(b)) &&) true
+	$(GEN_ANALYZE) controlled $(GEN_ARGS) analyze.artefact=table9 analyze.sweep_dir=$(GEN_SWEEP)
+
+fig3: gen-neurons  ## Fig. 3: per-layer parameter similarity, one fully fine-tuned model per training task (SCALE)
+	$(PY) -m taskneurons.train --multirun $(GEN) intervention=finetune_full save_model=true 'task=$(FIG3_TASKS)' \
+	  seed=$(firstword $(subst $(GEN_COMMA), ,$(SEED_LIST))) hydra.sweep.dir=$(OUT)/multiruns/fig3_$(SCALE) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(GEN_ANALYZE) similarity $(GEN_ARGS) analyze.artefact=fig3 analyze.sweep_dir=$(OUT)/multiruns/fig3_$(SCALE)
+
+table4: fig3  ## Table 4: Pearson / Spearman (p-values) of similarity vs OOD score over the fig3 models
+	$(GEN_ANALYZE) correlate $(GEN_ARGS) analyze.artefact=table4
 
 report: install  ## every paper artefact at SCALE (runs what is missing) -> outputs/report/README.md + one W&B run (ARTEFACTS=a,b to restrict)
 	$(PY) -m taskneurons.report all --scale $(SCALE) --seeds $(SEEDS) $(if $(ARTEFACTS),--only $(ARTEFACTS))

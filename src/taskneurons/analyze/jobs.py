@@ -59,6 +59,17 @@ def validate(cfg: Any) -> list[str]:
     return p
 
 
+def jobs_of(cfg: Any, what: str) -> list[tuple[Path, dict]]:
+    """The finished jobs of analyze.sweep_dir, restricted to analyze.seeds when given."""
+    jobs = load_jobs(cfg.analyze.sweep_dir, what)
+    if cfg.analyze.get("seeds"):
+        seeds = {int(s) for s in cfg.analyze.seeds}
+        jobs = [(d, m) for d, m in jobs if int(m.get("seed", -1)) in seeds]
+        if not jobs:
+            raise ConfigError(f"no jobs of seeds {sorted(seeds)} under {cfg.analyze.sweep_dir}; run the sweep with those seeds")
+    return jobs
+
+
 def run_command(cfg: Any, out: Path) -> dict[str, Any]:
     problems = validate(cfg)
     if problems:
@@ -92,7 +103,7 @@ def models_of(cfg: Any, train_tasks: list[str]) -> tuple[dict[str, Path], dict[s
     if explicit:
         return explicit, {}
     models, metrics = {}, {}
-    for job_dir, m in load_jobs(cfg.analyze.sweep_dir, cfg.analyze.artefact or "fig3"):
+    for job_dir, m in jobs_of(cfg, cfg.analyze.artefact or "fig3"):
         if m.get("job") == "train" and len(m.get("train_tasks", [])) == 1 and m.get("model_dir"):
             t = m["train_tasks"][0]
             models[t], metrics[t] = Path(m["model_dir"]), m
@@ -158,7 +169,7 @@ def correlate_job(cfg: Any, out: Path) -> dict[str, Any]:
     scores = sim.get("scores") or {}
     if cfg.analyze.sweep_dir:  # scores from another sweep of the same models
         scores = {m["train_tasks"][0]: {j: r["score"] for j, r in m["tasks"].items()}
-                  for _, m in load_jobs(cfg.analyze.sweep_dir, "table4") if len(m.get("train_tasks", [])) == 1}
+                  for _, m in jobs_of(cfg, "table4") if len(m.get("train_tasks", [])) == 1}
     band = list(cfg.analyze.band) if cfg.analyze.band else None
     rows = {}
     for j in sim["groups"]["ood_cls"] + sim["groups"]["ood_gen"]:
@@ -181,7 +192,7 @@ def correlate_job(cfg: Any, out: Path) -> dict[str, Any]:
 
 def proportions_job(cfg: Any, out: Path) -> dict[str, Any]:
     what = cfg.analyze.artefact or "fig2"
-    jobs = load_jobs(cfg.analyze.sweep_dir, what)
+    jobs = jobs_of(cfg, what)
     if what == "fig6":
         table6 = fig6_table([m for _, m in jobs])
         metrics = {"job": "analyze", "command": "proportions", "artefact": "fig6", "fig6": table6}
@@ -199,7 +210,7 @@ def proportions_job(cfg: Any, out: Path) -> dict[str, Any]:
 
 
 def controlled_job(cfg: Any, out: Path) -> dict[str, Any]:
-    jobs = load_jobs(cfg.analyze.sweep_dir, cfg.analyze.artefact or "table9")
+    jobs = jobs_of(cfg, cfg.analyze.artefact or "table9")
     table = controlled_table([m for _, m in jobs], groups_of(cfg))
     metrics = {"job": "analyze", "command": "controlled", "controlled": table}
     Console(width=160).print(render.controlled_rich(table))

@@ -3,6 +3,7 @@ each with the paper's numbers, or its stated trend, beside ours."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ def _out(cfg: Any, artefact: str) -> Path:
 
 
 def _commands(cfg: Any, artefact: str, sweeps: list[str | None] = ()) -> list[str]:
-    cmds = [f"make {artefact} SCALE={cfg.analyze.scale}"] + [sweep_command(Path(s)) for s in sweeps if s]
+    """The make command (the targets pass it in TASKNEURONS_ARTEFACT_CMD), the sweep, and this analysis."""
+    cmds = [os.environ.get("TASKNEURONS_ARTEFACT_CMD")] + [sweep_command(Path(s)) for s in sweeps if s]
     return [c for c in cmds if c] + [this_command()]
 
 

@@ -69,6 +69,11 @@ def check_matches(w: SavedWeights, pool_sizes: dict[Key, int], definition: str, 
         return [f"{where}: {e}"]
     p = []
     layers = sorted({k[0] for k in pool_sizes})
+    names = {m for m, _, _, _ in matrix_names(w.model_type, 0)} if definition == "output_units" else {"intermediate"}
+    foreign = sorted({k[1] for k in pool_sizes} - names)
+    if foreign:
+        return [f"{where}: a '{w.model_type}' model has no FFN matrices {foreign} that the neuron sets name; "
+                "the saved model does not match the config (another model?)"]
     for layer in layers:
         for name, tensor, role, transposed in matrix_names(w.model_type, layer):
             shape = w.shape(tensor)

@@ -1,0 +1,214 @@
+"""Known-answer tests of the §5 analyses: unions and Jaccard, controlled draws, masked / flattened
+parameter similarity (in memory and streamed from safetensors), correlations, per-task masks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from taskneurons.analyze.controlled import check_controlled, counts_for, draw_controlled, overlap_rate
+from taskneurons.analyze.correlate import correlation
+from taskneurons.analyze.overlap import group_overlap, overlap_sweep, union_of
+from taskneurons.analyze.sets import at_proportion, check_grid, same_space_problems
+from taskneurons.analyze.similarity import cosine, layer_similarity, pool_terms
+from taskneurons.errors import ConfigError
+from taskneurons.neurons.neuronset import NeuronSet
+
+SIZES = {(0, "up"): 10, (0, "down"): 4, (1, "up"): 10, (1, "down"): 4}
+
+
+def nset(idx: dict, task: str = "t", model: str = "m", definition: str = "output_units", scores=None) -> NeuronSet:
+    full = {k: torch.tensor(sorted(idx.get(k, [])), dtype=torch.long) for k in SIZES}
+    return NeuronSet(full, dict(SIZES), {"model": model, "definition": definition, "task": task}, scores)
+
+
+def test_union_and_jaccard_on_hand_sets_overall_and_per_layer():
+    a = nset({(0, "up"): [0, 1, 2], (1, "down"): [0]}, "a")
+    b = nset({(0, "up"): [2, 3], (1, "up"): [5]}, "b")
+    c = nset({(0, "up"): [0, 9], (1, "down"): [1]}, "c")
+    d = nset({(0, "up"): [1, 3], (1, "up"): [5, 6], (1, "down"): [3]}, "d")
+    u = union_of([a, b])
+    assert u.indices[(0, "up")].tolist() == [0, 1, 2, 3] and u.indices[(1, "up")].tolist() == [5] and u.count() == 6
+    # N_x = a ∪ b = {0.up 0-3, 1.up 5, 1.down 0}; N_y = c ∪ d = {0.up 0,1,3,9, 1.up 5,6, 1.down 1,3}
+    res = group_overlap({"a": a, "b": b, "c": c, "d": d}, ["a", "b"], ["c", "d"])
+    # ∩ = {0.up 0,1,3, 1.up 5} = 4; ∪ = 6 + 8 - 4 = 10
+    assert res["jaccard"] == pytest.approx(4 / 10)
+    assert res["intersection"] == 4 and res["train_union"] == 6 and res["test_union"] == 8
+    # layer 0: ∩ 3, ∪ 4 + 4 - 3 = 5; layer 1: ∩ 1, ∪ 2 + 4 - 1 = 5
+    assert res["per_layer"] == {0: pytest.approx(3 / 5), 1: pytest.approx(1 / 5)}
+
+
+def test_overlap_rises_with_the_proportion_and_is_one_at_100_percent():
+    g = torch.Generator().manual_seed(0)
+    scored = {t: nset({}, t, scores={k: torch.rand(n, generator=g) for k, n in SIZES.items()}) for t in "abcdefgh"}
+    groups = {"train_cls": ["a", "b"], "train_gen": ["c", "d"], "ood_cls": ["e", "f"], "ood_gen": ["g", "h"]}
+    table = overlap_sweep(scored, groups, [0.1, 0.5, 1.0])
+    for by_p in table.values():
+        j = [by_p[p]["jaccard"] for p in (0.1, 0.5, 1.0)]
+        assert j[0] <= j[1] < j[2] == 1.0
+    assert at_proportion(scored["a"], 0.5).counts() == {k: n // 2 for k, n in SIZES.items()}
+
+
+def test_sets_of_different_models_or_definitions_are_refused():
+    p = same_space_problems({"a": nset({}, "a"), "b": nset({}, "b", model="other"), "c": nset({}, "c", definition="intermediate")})
+    assert any("different models" in x for x in p) and any("different definitions" in x for x in p)
+
+
+@pytest.mark.parametrize("grid,needle", [([0.1, 0.1], "duplicates"), ([0.0, 0.5], "must be in (0, 1]"),
+                                          ([1.5], "must be in (0, 1]"), ([], "non-empty"), (None, "non-empty")])
+def test_bad_proportion_grids_are_named(grid, needle):
+    assert any(needle in x for x in check_grid(grid, "analyze.proportions"))
+    assert check_grid([0.1, 0.3, 1.0], "analyze.proportions") == []
+
+
+def test_controlled_draw_hits_size_and_overlap_exactly():
+    sizes = {(0, "up"): 100, (1, "up"): 200}
+    ref = NeuronSet({(0, "up"): torch.arange(0, 40), (1, "up"): torch.arange(50, 130)}, sizes, {"model": "m", "definition": "output_units"})
+    for size, ov in ((0.3, 0.5), (0.1, 1.0), (0.2, 0.0), (0.4, 0.25)):
+        drawn = draw_controlled(ref, size, ov, seed=3)
+        t = NeuronSet(drawn, sizes, dict(ref.meta))
+        for k, n in sizes.items():
+            inside = int(torch.isin(drawn[k], ref.indices[k]).sum())
+            assert drawn[k].numel() == round(size * n) and inside == round(ov * round(size * n))
+            assert drawn[k].unique().numel() == drawn[k].numel()
+        assert overlap_rate(t, ref) == pytest.approx(ov)
+    again = draw_controlled(ref, 0.3, 0.5, seed=3)
+    assert all(torch.equal(again[k], draw_controlled(ref, 0.3, 0.5, seed=3)[k]) for k in sizes)
+    assert not all(torch.equal(again[k], draw_controlled(ref, 0.3, 0.5, seed=4)[k]) for k in sizes)
+    assert counts_for(0.3, 0.5, 100) == (15, 15)
+
+
+def test_an_infeasible_controlled_draw_is_one_clear_error():
+    sizes = {(0, "up"): 100}
+    ref = NeuronSet({(0, "up"): torch.arange(0, 20)}, sizes, {})
+    with pytest.raises(ConfigError, match="cannot be drawn"):
+        draw_controlled(ref, 0.5, 1.0, seed=0)  # 50 inside a set of 20
+    with pytest.raises(ConfigError, match="cannot be drawn"):
+        draw_controlled(NeuronSet({(0, "up"): torch.arange(0, 90)}, sizes, {}), 0.5, 0.0, seed=0)  # 50 outside 10
+
+    class C(dict):
+        __getattr__ = dict.get
+
+    assert any("at most" in x for x in check_controlled(C(size=0.5, overlap=1.0, test_tasks=["a"]), 1, 0.1))
+    assert any("outside" in x for x in check_controlled(C(size=0.9, overlap=0.0, test_tasks=["a"]), 3, 0.5))
+    assert any("overlap=1.5" in x for x in check_controlled(C(size=0.5, overlap=1.5, test_tasks=["a"]), 3, 0.5))
+    assert check_controlled(C(size=0.3, overlap=1.0, test_tasks=["a", "b", "c"]), 3, 0.3) == []
+
+
+def test_masked_and_flattened_cosine_on_hand_matrices():
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    a, b = torch.tensor([0, 1]), torch.tensor([1, 2])
+    # option A: rows 0,1 vs rows 1,2 masked: only row 1 shared -> |w1|^2 / sqrt((1+4)(4+9))
+    dot, na, nb = pool_terms(w, a, b, "masked")
+    assert cosine(dot, na, nb) == pytest.approx(4 / math.sqrt(5 * 13))
+    # option B: [1,0,0,2] . [0,2,3,0] = 0
+    assert cosine(*pool_terms(w, a, b, "flattened")) == pytest.approx(0.0)
+    # against the literal definitions on a random matrix
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(12, 5, generator=g)
+    a, b = torch.tensor([0, 3, 4, 8]), torch.tensor([3, 5, 8, 11])
+    ma, mb = torch.zeros(12, 1), torch.zeros(12, 1)
+    ma[a], mb[b] = 1, 1
+    literal_a = torch.nn.functional.cosine_similarity((w * ma).flatten(), (w * mb).flatten(), dim=0)
+    literal_b = torch.nn.functional.cosine_similarity(w[a].flatten(), w[b].flatten(), dim=0)
+    assert cosine(*pool_terms(w, a, b, "masked")) == pytest.approx(float(literal_a), abs=1e-6)
+    assert cosine(*pool_terms(w, a, b, "flattened")) == pytest.approx(float(literal_b), abs=1e-6)
+    with pytest.raises(ConfigError, match="same number"):
+        pool_terms(w, a, b[:3], "flattened")
+
+
+def test_layer_similarity_concatenates_or_averages_the_pools():
+    g = torch.Generator().manual_seed(2)
+    w1, w2 = torch.randn(10, 3, generator=g), torch.randn(4, 6, generator=g)
+    sa = nset({(0, "up"): [1, 2, 5], (0, "down"): [0, 3]})
+    sb = nset({(0, "up"): [2, 5, 7], (0, "down"): [1, 3]})
+    pools = [((0, "up"), w1), ((0, "down"), w2)]
+
+    def masked_vec(s):
+        return torch.cat([(w1 * torch.isin(torch.arange(10), s.indices[(0, "up")])[:, None]).flatten(),
+                          (w2 * torch.isin(torch.arange(4), s.indices[(0, "down")])[:, None]).flatten()])
+
+    literal = torch.nn.functional.cosine_similarity(masked_vec(sa), masked_vec(sb), dim=0)
+    assert layer_similarity(pools, sa, sb, "masked", "concat") == pytest.approx(float(literal), abs=1e-6)
+    per = [cosine(*pool_terms(u, sa.indices[k], sb.indices[k], "masked")) for k, u in pools]
+    assert layer_similarity(pools, sa, sb, "masked", "mean") == pytest.approx(sum(per) / 2)
+
+
+def test_streamed_similarity_equals_the_in_memory_one_and_a_mismatched_model_is_refused(tmp_path, tiny_llama, tiny_gpt2):
+    from taskneurons.analyze.similarity import model_similarity
+    from taskneurons.analyze.weights import SavedWeights, check_matches, unit_params
+    from taskneurons.neurons.neuronset import random_like
+    from taskneurons.neurons.pools import neuron_pools
+
+    model, _ = tiny_llama
+    model.save_pretrained(tmp_path / "m")
+    pools = neuron_pools(model)
+    sizes = {p.key: p.size for p in pools}
+    sa = NeuronSet(random_like({k: n // 4 for k, n in sizes.items()}, sizes, 1), sizes, {"model": "tiny_llama"})
+    sb = NeuronSet(random_like({k: n // 4 for k, n in sizes.items()}, sizes, 2), sizes, {"model": "tiny_llama"})
+    w = SavedWeights(tmp_path / "m")
+    assert check_matches(w, sizes, "output_units", "m") == []
+    streamed = model_similarity(w, sa, {"b": sb}, "output_units", "masked")["b"]
+    for layer in sorted({k[0] for k in sizes}):
+        mem = [(p.key, p.rows[0].unit_weight().detach().float()) for p in pools if p.layer == layer]
+        assert streamed[layer] == pytest.approx(layer_similarity(mem, sa, sb, "masked"), abs=1e-6)
+        assert {k for k, _ in unit_params(w, layer, "output_units")} == {k for k, _ in mem}
+    gpt2, _ = tiny_gpt2
+    gpt2.save_pretrained(tmp_path / "g")
+    problems = check_matches(SavedWeights(tmp_path / "g"), sizes, "output_units", "g")
+    assert problems and "does not match" in " ".join(problems)
+
+
+def test_correlation_equals_scipy_and_needs_three_points():
+    x, y = [0.1, 0.4, 0.35, 0.8, 0.6, 0.2], [50.0, 61.0, 58.0, 77.0, 70.0, 49.0]
+    r = correlation(x, y)
+    pr, sr = stats.pearsonr(x, y), stats.spearmanr(x, y)
+    assert (r["pearson_r"], r["pearson_p"]) == pytest.approx((pr.statistic, pr.pvalue))
+    assert (r["spearman_rho"], r["spearman_p"]) == pytest.approx((sr.statistic, sr.pvalue))
+    assert r["n"] == 6
+    with pytest.raises(ConfigError, match="at least 3"):
+        correlation([0.1, 0.2], [1.0, 2.0])
+    assert correlation([0.1, 0.1, 0.1], [1.0, 2.0, 3.0])["pearson_r"] is None  # constant input: undefined
+
+
+def test_task_batches_are_homogeneous_and_per_task_masks_move_only_that_tasks_rows():
+    from types import SimpleNamespace
+
+    from taskneurons.neurons.per_task import PerTaskMasks, TaskBatchSampler
+    from taskneurons.neurons.pools import Pool
+    from taskneurons.neurons.sparse_finetune import NeuronDeltas
+
+    s = TaskBatchSampler([5, 3], batch_size=2, seed=7)
+    batches = [s.batch(b) for b in range(s.per_epoch)]
+    assert s.per_epoch == 5 and sorted(i for _, b in batches for i in b) == list(range(8))
+    assert all(all((i < 5) == (t == 0) for i in b) for t, b in batches)
+    assert [s.batch(b) for b in range(5)] == batches  # a pure function of the index
+
+    lin = torch.nn.Linear(3, 6)
+    mat = SimpleNamespace(name="up", module=lin, weight=lin.weight, bias=lin.bias, in_features=3, out_features=6)
+    pool = Pool((0, "up"), 6, (mat,), (), mat, "output")
+    sizes = {(0, "up"): 6}
+    ta = NeuronSet({(0, "up"): torch.tensor([0, 1])}, sizes, {})
+    tb = NeuronSet({(0, "up"): torch.tensor([1, 4])}, sizes, {})
+    deltas = NeuronDeltas([pool], ta.union(tb))
+    module = SimpleNamespace(neuron_deltas=deltas)
+    sampler = SimpleNamespace(start=0, task_of=lambda b: [0, 1][b])
+    cb = PerTaskMasks([ta, tb], sampler)
+    cb.on_train_start(None, module)
+    opt = torch.optim.AdamW(deltas.parameters(), lr=0.1, weight_decay=0.5)
+    for step in range(2):  # task a, then task b
+        before = deltas.row_w["0_up_up"].detach().clone()
+        cb.on_train_batch_start(None, module, None, step)
+        deltas.attach()
+        loss = lin(torch.ones(2, 3)).pow(2).sum()
+        deltas.detach()
+        loss.backward()
+        cb.on_before_optimizer_step(None, module, opt)
+        opt.step()
+        opt.zero_grad()
+        cb.on_train_batch_end(None, module, None, None, step)
+        moved = (deltas.row_w["0_up_up"] != before).any(1).tolist()  # union rows 0, 1, 4
+        assert moved == ([True, True, False] if step == 0 else [False, True, True])
