@@ -70,7 +70,10 @@ def test_bad_values_are_named_by_key():
     assert "eval.cls_scorers" in text and "logger.type" in text and "tasks.bbc_topic.kind" in text
 
 
-ENTRY_OF_EXPERIMENT = {"table2_small": "train", "table2_paper": "train", "table7_paper": "train"}
+ENTRY_OF_EXPERIMENT = {"table2_small": "train", "table2_paper": "train", "table7_paper": "train", "table2_tiny": "train",
+                       "table1_finetune_tiny": "train", "table1_finetune_small": "train", "table1_finetune_paper": "train"}
+# step 1 of Table 1 (multi-task fine-tuning) logs into the same W&B group as step 2
+NAME_OF_EXPERIMENT = {f"table1_finetune_{s}": f"table1_{s}" for s in ("tiny", "small", "paper")}
 
 
 @pytest.mark.parametrize("entry", ["evaluate", "identify", "train"])
@@ -98,7 +101,7 @@ def test_every_experiment_validates_with_its_entry_point(experiment):
     problems += validate_common(cfg)
     problems += (validate_train if entry == "train" else validate_intervention)(cfg)
     assert not problems, problems
-    assert cfg.experiment_name == experiment
+    assert cfg.experiment_name == NAME_OF_EXPERIMENT.get(experiment, experiment)
 
 
 @pytest.mark.parametrize("group,option", [("neurons", o) for o in options("neurons")]

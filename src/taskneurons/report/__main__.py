@@ -116,7 +116,7 @@ def artefact(kind: str, args: argparse.Namespace) -> None:
     result["artefact"] = name
     result["commands"] = [*(args.command or []), this_command()]
     path = write_result(result, out_dir)
-    Console(width=170).print((out_dir / "table.md").read_text())
+    print((out_dir / "table.md").read_text())  # plain: markdown brackets are not rich markup
     print(f"result: {path}")
 
 
