@@ -24,6 +24,7 @@ from taskneurons.report.tables import print_change_table, print_results, summari
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
 from taskneurons.runtime.loggers import finish, log_image, log_results_table
+from taskneurons.runtime.progress import JobProgress
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
 
@@ -65,10 +66,11 @@ def evaluate_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dic
                                    "seed": int(cfg.seed), "intervention": iv.name,
                                    "data_fingerprint": {n: td.fingerprint("test") for n, td in session.data.items()}}
         names = [s.name for s in session.specs]
+        session.extra["progress"] = JobProgress(count_steps(cfg, sources))
         prepared = prepare_sets(session, sources) if deactivate else None
         base = {}
         if not deactivate or iv.baseline:
-            base, samples = resumable_test(state, "baseline", session, names)
+            base, samples = resumable_test(state, "baseline", session, names, title="no intervention")
             metrics["tasks"] = base
             metrics["summary"] = summarize(base)
             atomic_write_json(out / "samples.json", samples)
@@ -79,6 +81,7 @@ def evaluate_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dic
             session.logger.log_metrics({f"summary/{k}": v for k, v in metrics["summary"].items()})
     finally:
         finish(session.logger)
+    session.extra["progress"].finish()
     if base:
         print_results(base, title=f"{cfg.model.name} on {cfg.benchmark.name}", run_dir=None if deactivate else out)
     if deactivate:
@@ -86,9 +89,25 @@ def evaluate_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dic
     return metrics
 
 
+def count_steps(cfg: DictConfig, sources: list[str]) -> int:
+    """Steps of this job for the progress lines: baseline, one identification per source, each deactivation."""
+    iv = cfg.intervention
+    if iv.name != "deactivate":
+        return 1
+    draws = sum(int(cfg.neurons.get("control_seeds", 1)) if k == "random" else 1 for k in iv.sets)
+    return int(bool(iv.baseline)) + len(sources) + draws * len(sources)
+
+
 def prepare_sets(session, sources: list[str]):
     pools = neuron_pools(session.model, session.cfg.neurons.definition)
-    task_sets, infos = sets_for_tasks(session, sources, pools)
+    progress = session.extra.get("progress")
+    task_sets, infos = {}, {}
+    for src in sources:  # one at a time, so that each identification is a step of its own
+        if progress is not None:
+            progress.step(f"identify {src}'s neurons")
+        sets, info = sets_for_tasks(session, [src], pools)
+        task_sets.update(sets)
+        infos.update(info)
     return pools, task_sets, infos
 
 
@@ -113,7 +132,10 @@ def deactivation(session, names: list[str], sources: list[str], base: dict, out:
                     controls.setdefault(src, []).append(nset.fingerprint())
                 cb = DeactivateNeurons(pools, nset, replacement=iv.replacement, path=iv.path)
                 step = f"deactivate_{kind}_{src}" if kind != "random" else f"deactivate_random_d{d}_{src}"
-                res, _ = resumable_test(state, step, session, targets, callbacks=[cb],
+                whose = f"{src}'s task neurons" if kind == "task" else (
+                    f"a random control for {src}" + (f" (draw {d + 1}/{draws})" if draws > 1 else "") if kind == "random"
+                    else f"{kind} neurons")
+                res, _ = resumable_test(state, step, session, targets, callbacks=[cb], title=f"deactivate {whose}",
                                         log_prefix=f"deactivate_{kind}/{src}" + (f"/draw{d}" if draws > 1 else ""))
                 runs.append(res)
             results[kind][src] = runs[0] if draws == 1 else mean_of_draws(runs)

@@ -22,9 +22,17 @@ def run_test(session: Any, task_names: list[str], callbacks: list | None = None,
     return module.results, module.samples()
 
 
-def resumable_test(state: Any, step: str, session: Any, task_names: list[str], **kwargs: Any) -> tuple[dict, dict]:
-    """``run_test``, kept in the job state: a rerun after a kill skips the evaluations already done."""
+def resumable_test(state: Any, step: str, session: Any, task_names: list[str], title: str | None = None,
+                   **kwargs: Any) -> tuple[dict, dict]:
+    """``run_test``, kept in the job state: a rerun after a kill skips the evaluations already done.
+
+    When the session carries a ``JobProgress`` (``session.extra["progress"]``), the step is announced
+    with ``title`` (default: which tasks are evaluated)."""
     done = state.get(step)
+    progress = session.extra.get("progress") if hasattr(session, "extra") else None
+    if progress is not None:
+        what = f"evaluate {len(task_names)} task{'s' if len(task_names) != 1 else ''}"
+        progress.step(f"{title}, {what}" if title else what, reused=done is not None)
     if done is not None:
         return done["results"], done["samples"]
     results, samples = run_test(session, task_names, **kwargs)

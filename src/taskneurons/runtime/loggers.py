@@ -38,6 +38,9 @@ def build_logger(cfg: Any, run_dir: Path, run_config: dict[str, Any]) -> Logger 
             save_dir=str(run_dir),
             config=run_config,
         )
+        # WandbLogger always passes anonymous=None, which wandb >= 0.19 answers with a deprecation warning
+        # on every run; the setting does nothing, so it is not passed at all
+        logger._wandb_init.pop("anonymous", None)
         _ = logger.experiment  # start now, so a failure falls back here rather than mid-run
         return logger
     except Exception as e:  # W&B failing must not fail the run
