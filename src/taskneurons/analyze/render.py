@@ -169,6 +169,30 @@ def controlled_rich(table: dict) -> Table:
     return t
 
 
+def _our_starred(cfg: Any, pair: str, sizes: list[float], n_paper: int) -> list[list]:
+    """Our uncontrolled runs (Fig. 2 sweep) at their Table 8 overlap, like the paper's starred rows,
+    when fig2 and table8 results of this scale exist."""
+    import json
+
+    root = Path(cfg.analyze.results_dir)
+    f2, t8 = root / "fig2" / str(cfg.analyze.scale) / "result.json", root / "table8" / str(cfg.analyze.scale) / "result.json"
+    if not (f2.is_file() and t8.is_file()):
+        return []
+    fig2, table8 = json.loads(f2.read_text())["tables"]["fig2"], json.loads(t8.read_text())["tables"]["table8"]
+    group = "CLS-trained" if pair.startswith("CLS") else "GEN-trained"
+    col = fig2["columns"].index("OOD-CLS" if pair.endswith("CLS") else "OOD-GEN")
+    t8row = next((r for r in table8["rows"] if r[0] == pair), None)
+    out = []
+    for s in sizes:
+        score = next((r[col] for r in fig2["rows"] if r[0] == group and float(r[1]) == s), None)
+        head = f"ours {_pct(s)}"
+        if score is None or t8row is None or head not in table8["columns"]:
+            continue
+        ov = t8row[table8["columns"].index(head)]
+        out.append([f"{ov}%* (ours, uncontrolled, size {_pct(s)})"] + [score if x == s else None for x in sizes] + [None] * n_paper)
+    return out
+
+
 def table9_artefact(cfg: Any, table: dict, jobs: list) -> None:
     paper = paper_numbers("generalization").get("controlled", {})
     tables, md_parts, paper_out = {}, [], {}
@@ -179,6 +203,7 @@ def table9_artefact(cfg: Any, table: dict, jobs: list) -> None:
         cols = ["overlap"] + [f"ours {_pct(s)}" for s in sizes] + [f"paper {_pct(s)}" for s in psizes]
         rows = [[_pct(o)] + [by_s.get(s) for s in sizes] + list(pp.get("rows", {}).get(o, [None] * len(psizes)))
                 for o, by_s in d["cells"].items()]
+        rows += _our_starred(cfg, pair, sizes, len(psizes))
         for s, (ov, score) in (pp.get("starred") or {}).items():
             rows.append([f"{ov}%* (paper, uncontrolled, size {_pct(s)})"] + [None] * len(sizes)
                         + [score if x == s else None for x in psizes])
