@@ -1,11 +1,15 @@
 """Hub datasets (the paper's originals), mapped onto the same row shape as the local JSONL files.
 
-Only ``map_hub_row`` is pure; it is what the tests check. Downloading needs the network (not here).
+Only ``map_hub_row`` is pure; it is what the tests check. Downloading needs the network or the local
+cache; ``data/hub_access.py`` checks that before any work and explains a failure in one line.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from taskneurons.data.hub_access import hub_problem
+from taskneurons.errors import ConfigError
 
 
 def map_hub_row(raw: dict[str, Any], hub: dict[str, Any], index: int, split: str) -> dict[str, Any]:
@@ -31,5 +35,10 @@ def load_hub_rows(hub: dict[str, Any], split: str) -> list[dict[str, Any]]:
     hub_split = (hub.get("splits") or {}).get(split)
     if hub_split is None:
         return []
-    ds = datasets.load_dataset(hub["id"], hub.get("config"), split=hub_split, revision=hub.get("revision"))
+    try:
+        ds = datasets.load_dataset(hub["id"], hub.get("config"), split=hub_split, revision=hub.get("revision"))
+    except (OSError, ConnectionError) as e:  # cache, network or login: say which, in one line
+        why = hub_problem(str(hub["id"]), "dataset", hub.get("revision"), "source.hub.id",
+                          "point the task's source at a local copy (source.type=local)")
+        raise ConfigError(why or f"source.hub.id: hub dataset '{hub['id']}' could not be loaded: {e}") from None
     return [map_hub_row(dict(r), hub, i, split) for i, r in enumerate(ds)]

@@ -6,9 +6,10 @@ into one ConfigError, so a bad file is reported completely in one run.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,26 +40,54 @@ class TaskData:
         return h.hexdigest()[:16]
 
 
+def _not_utf8(path: Path, offset: int, lineno: int, raw: bytes) -> str:
+    return (f"{path}: not UTF-8 text (byte 0x{raw[0]:02x} at byte offset {offset}, line {lineno}); "
+            f"convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8")
+
+
+def _utf8_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file (a byte-order mark is accepted); the first byte that is not
+    UTF-8 ends the file with one problem naming its byte offset."""
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            body = raw[3:] if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+            try:
+                yield lineno, body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                at = offset + (len(raw) - len(body)) + e.start
+                problems.append(_not_utf8(path, at, lineno, body[e.start : e.start + 1]))
+                return
+            offset += len(raw)
+
+
+def read_utf8_text(path: Path, problems: list[str]) -> str | None:
+    """A whole small UTF-8 file (BOM accepted), or None with one problem naming the byte offset."""
+    found: list[str] = []
+    text = "".join(line for _, line in _utf8_lines(path, found))
+    problems += found
+    return None if found else text
+
+
 def _read_jsonl(path: Path, spec: TaskSpec, problems: list[str]) -> list[Example]:
     out: list[Example] = []
     bad = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                ex, err = None, f"{where}: not valid JSON ({e.msg})"
-            else:
-                ex, err = normalize_row(row, spec, where)
-            if err:
-                bad += 1
-                if bad <= MAX_PROBLEMS_PER_FILE:
-                    problems.append(err)
-                continue
-            out.append(ex)
+    for lineno, line in _utf8_lines(path, problems):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            ex, err = None, f"{where}: not valid JSON ({e.msg})"
+        else:
+            ex, err = normalize_row(row, spec, where)
+        if err:
+            bad += 1
+            if bad <= MAX_PROBLEMS_PER_FILE:
+                problems.append(err)
+            continue
+        out.append(ex)
     if bad > MAX_PROBLEMS_PER_FILE:
         problems.append(f"{path}: {bad - MAX_PROBLEMS_PER_FILE} more bad rows not listed")
     return out
@@ -81,7 +110,8 @@ def _local_rows(spec: TaskSpec, split: str, data_dir: str | None, problems: list
         return []
     labels_file = folder / "labels.json"
     if spec.labels is not None and labels_file.is_file():
-        file_labels = json.loads(labels_file.read_text())
+        text = read_utf8_text(labels_file, problems)
+        file_labels = json.loads(text) if text is not None else spec.labels
         if set(file_labels) != set(spec.labels):
             problems.append(f"{labels_file}: labels {file_labels} differ from tasks.{spec.name}.labels {list(spec.labels)}")
     path = folder / f"{split}.jsonl"

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 KINDS = ("classification", "generation")
 METRICS = {"classification": ("accuracy",), "generation": ("rougeL",)}
 SOURCE_TYPES = ("package", "local", "hub")
+CLS_SCORERS = ("loglik", "generate")  # how a classification answer is read (eval/scoring.py)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.text import rouge_score
 from torchmetrics.text import ROUGEScore
 
-from taskneurons.data.tasks import TaskSpec
-
-CLS_SCORERS = ("loglik", "generate")
+# CLS_SCORERS is defined with the task vocabulary (the config checks below runtime read it)
+from taskneurons.data.tasks import CLS_SCORERS, TaskSpec  # noqa: F401
 
 
 @dataclass

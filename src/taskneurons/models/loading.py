@@ -27,6 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from taskneurons.data.hub_access import hub_problem
 from taskneurons.errors import ConfigError
 from taskneurons.models.tokenizers import byte_level_tokenizer
 
@@ -87,10 +88,25 @@ def _fix_padding(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
         model.generation_config.pad_token_id = tok.pad_token_id
 
 
+def hub_model_problems(cfg: Any) -> list[str]:
+    """Whether a ``source: hub`` model can be loaded here (cache, network, login), asked before any work."""
+    if cfg.get("source") != "hub" or not cfg.get("hf_id"):
+        return []
+    p = hub_problem(str(cfg.hf_id), "model", cfg.get("revision") or None, "model.hf_id",
+                    "set model.hf_id=DIR (a local folder)")
+    return [p] if p else []
+
+
 def _load_hub(cfg: Any, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     kwargs = {"revision": cfg.get("revision") or None, "trust_remote_code": bool(cfg.get("trust_remote_code", False))}
-    tok = AutoTokenizer.from_pretrained(cfg.hf_id, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(cfg.hf_id, dtype=dtype, **kwargs)
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.hf_id, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(cfg.hf_id, dtype=dtype, **kwargs)
+    except OSError:  # cache, network or login: the same one line as the check before any work
+        problems = hub_model_problems(cfg)
+        if problems:
+            raise ConfigError(problems) from None
+        raise
     return model, tok
 
 

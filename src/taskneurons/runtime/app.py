@@ -7,18 +7,25 @@
   same command run again returns them at once; a killed job resumes from its finished steps.
 - Failing to write (disk full, read-only folder) -> a clear one-line error; files are written
   atomically, so nothing that was complete before is damaged.
+- A stop signal (SIGTERM, SIGINT, SIGUSR1; ``runtime/signals.py``) -> what is finished stays in the job
+  state (training saves a checkpoint at once), one line says so, exit code 128 + signal; in a sweep the
+  job is recorded as ``interrupted``. ``preemption=slurm_requeue`` also requeues the SLURM job.
+- Two processes with the same configuration: the second waits for the first and reuses its result.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from taskneurons.errors import ConfigError
 from taskneurons.runtime.atomic import (
@@ -27,8 +34,10 @@ from taskneurons.runtime.atomic import (
     cleanup_temp_files,
     write_json_with_checksum,
 )
+from taskneurons.runtime.distributed import is_global_zero
 from taskneurons.runtime.metadata import run_metadata
 from taskneurons.runtime.resume import JobState, config_key
+from taskneurons.runtime.signals import STOP, STOP_SIGNALS, Interrupted, as_signal, maybe_requeue, signal_name
 
 log = logging.getLogger("taskneurons")
 
@@ -64,20 +73,35 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
         return _fail(ConfigError(f"config does not resolve: {e}"))
     meta["config_key"] = key
     try:
+        signals, requeue = preemption_settings(cfg)
+    except ConfigError as e:
+        return _fail(e)
+    STOP.install(signals)
+    state = None
+    try:
         state = JobState(Path(cfg.paths.output_root), str(cfg.job), key, enabled=bool(cfg.get("resume", True)))
         cached = state.get("final")
+        if cached is None and not is_global_zero():
+            # rank > 0 of a distributed job (runtime/distributed.py): rank 0 holds the lock and writes every file
+            return job(cfg, out, meta, state)
+        if cached is None:
+            with state.lock():  # another process running this configuration: wait, then reuse its result
+                cached = state.get("final")
+                if cached is None:
+                    metrics = job(cfg, out, meta, state)
+                    state.put("final", metrics)
         if cached is not None:
             log.info("this configuration already finished (state %s): reusing its result", state.dir)
             metrics = {**cached, "reused_from_state": str(state.dir)}
             if on_reuse is not None:
                 on_reuse(metrics, out)
-        else:
-            metrics = job(cfg, out, meta, state)
-            state.put("final", metrics)
         # Written last: a metrics.json beside config.yaml means a complete result.
         atomic_write_text(out / "config.yaml", resolved)
         atomic_write_json(out / "run_meta.json", meta)
         write_json_with_checksum(out / "metrics.json", metrics)
+    except (Interrupted, SIGTERMException) as e:
+        # Lightning stops its loops on SIGTERM with SIGTERMException (a SystemExit with code 0)
+        return _interrupted(getattr(e, "signum", signal.SIGTERM), out, state, requeue)
     except ConfigError as e:
         return _fail(e)
     except OSError as e:
@@ -86,7 +110,42 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
             return _fail(ConfigError(f"cannot write {e.filename or 'results'}: {e.strerror} "
                                      "(disk full or read-only? free space or set paths.output_root / hydra.run.dir)"))
         raise
+    finally:
+        STOP.restore()
     return metrics
+
+
+def preemption_settings(cfg: Any) -> tuple[list[Any], Any]:
+    """The signals to handle and the requeue environment (``preemption.requeue``, a ``_target_``)."""
+    pc = cfg.get("preemption") or {}
+    try:
+        signals = [as_signal(s) for s in pc.get("signals", STOP_SIGNALS)]
+    except ValueError as e:
+        raise ConfigError(f"preemption.signals: {e}; use names such as SIGTERM, SIGINT, SIGUSR1") from None
+    requeue = None
+    if pc.get("requeue"):
+        try:
+            requeue = instantiate(pc.requeue)
+            signals.append(as_signal(getattr(requeue, "requeue_signal", None) or signal.SIGUSR1))
+        except Exception as e:
+            raise ConfigError(f"preemption.requeue cannot be built ({e}); see conf/preemption/slurm_requeue.yaml") from None
+    return list(dict.fromkeys(signals)), requeue
+
+
+def _interrupted(signum: int, out: Path, state: JobState | None, requeue: Any) -> None:
+    """Record the interruption, requeue if configured, exit 128 + signal (a sweep stops here too)."""
+    STOP.stopping()
+    name = signal_name(signum)
+    where = f" (kept in {state.dir})" if state is not None and state.enabled else ""
+    if in_multirun():
+        from taskneurons.runtime.sweep import record_interrupted
+
+        record_interrupted(out, name)
+    requeued = maybe_requeue(requeue, signum)
+    then = "the requeued job resumes" if requeued else "run the same command again to resume"
+    print(f"error: interrupted by {name}: finished steps and the training checkpoint are saved{where}; {then}",
+          file=sys.stderr, flush=True)
+    sys.exit(128 + int(signum))
 
 
 def _fail(error: ConfigError) -> None:

@@ -4,13 +4,25 @@ same command, run again after a crash or a kill, picks up where it stopped.
 State lives in ``<paths.output_root>/state/<job>/<config key>/``. Every file is written atomically and
 carries a sha256 that is checked on load; a file that fails the check is reported, moved aside and
 recomputed, never used.
+
+One process at a time computes a configuration: ``JobState.lock()`` holds ``<state dir>/lock`` (an
+flock, released by the kernel when its process dies, so a lock left by a killed process is simply taken
+over). A second process started with the same configuration says which process holds the lock, waits,
+and then reuses the finished result.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +32,7 @@ from omegaconf import OmegaConf
 from taskneurons import __version__
 from taskneurons.runtime.atomic import as_json, atomic_write_bytes, atomic_write_json, cleanup_temp_files
 from taskneurons.runtime.metadata import git_state
+from taskneurons.runtime.signals import STOP
 
 log = logging.getLogger(__name__)
 # Keys that change where or how a run is logged, not what it computes.
@@ -62,6 +75,13 @@ def read_checked_json(path: Path) -> Any | None:
     return None
 
 
+def _rank_zero() -> bool:
+    # in a distributed job (trainer=ddp) the ranks compute the same state; rank 0 alone writes it
+    from taskneurons.runtime.distributed import is_global_zero
+
+    return is_global_zero()
+
+
 class JobState:
     """Named, checksummed results of the finished steps of one job configuration."""
 
@@ -79,20 +99,21 @@ class JobState:
         return read_checked_json(self._path(name)) if self.enabled else None
 
     def put(self, name: str, payload: Any) -> None:
-        if self.enabled:
+        if self.enabled and _rank_zero():
             write_checked_json(self._path(name), payload)
 
     # tensors (training checkpoints): safetensors-free torch.save bytes with a sha256 sidecar
     def put_tensors(self, name: str, obj: Any) -> None:
-        if not self.enabled:
+        if not self.enabled or not _rank_zero():
             return
         import io
 
         buf = io.BytesIO()
         torch.save(obj, buf)
         data = buf.getvalue()
-        atomic_write_bytes(self.dir / f"{name}.pt", data)
-        write_checked_json(self.dir / f"{name}.pt.json", {"sha256": hashlib.sha256(data).hexdigest()})
+        with STOP.deferred():  # a stop signal between the two files would leave a mismatched pair
+            atomic_write_bytes(self.dir / f"{name}.pt", data)
+            write_checked_json(self.dir / f"{name}.pt.json", {"sha256": hashlib.sha256(data).hexdigest()})
 
     def get_tensors(self, name: str) -> Any | None:
         if not self.enabled:
@@ -108,3 +129,67 @@ class JobState:
         import io
 
         return torch.load(io.BytesIO(data), weights_only=False)
+
+    @contextmanager
+    def lock(self, poll_seconds: float = 1.0) -> Iterator[None]:
+        """Hold this configuration's lock; while another live process holds it, say which and wait."""
+        if not self.enabled:
+            yield
+            return
+        path = self.dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if not _acquire(fd, path, poll_seconds):
+                yield  # this filesystem has no locks: run unguarded, as before
+                return
+            left = _holder_text(fd)
+            if left:  # a clean release empties the file: the last holder was killed while holding it
+                log.warning("taking over the lock of this configuration left by a process that ended (%s)", left)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_me()).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+
+def _me() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _holder_text(fd: int) -> str:
+    raw = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    if not raw:
+        return ""
+    try:
+        h = json.loads(raw)
+        return f"PID {h['pid']} on {h['host']} since {h['since']}"
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return raw[:100]
+
+
+def _acquire(fd: int, path: Path, poll_seconds: float) -> bool:
+    """Block until the flock is ours (True), or return False where the filesystem has no locks."""
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if said:
+                log.warning("the other run of this configuration ended; continuing")
+            return True
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                log.warning("%s: this filesystem has no file locks (%s); two identical runs are not kept apart",
+                            path, e.strerror)
+                return False
+            raise
+        if not said:
+            holder = _holder_text(fd) or "another process"
+            log.warning("this configuration is being computed by %s (lock %s): waiting for it, then reusing "
+                        "its result (resume=false computes it here anyway)", holder, path)
+            said = True
+        time.sleep(poll_seconds)

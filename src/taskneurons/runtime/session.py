@@ -9,12 +9,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from taskneurons.config import checked_task_specs
+from taskneurons.data.hub_access import dataset_problems
 from taskneurons.data.loading import TaskData, load_tasks
 from taskneurons.data.tasks import TaskSpec
 from taskneurons.errors import ConfigError
-from taskneurons.models.loading import load_model_and_tokenizer
+from taskneurons.models.loading import hub_model_problems, load_model_and_tokenizer
 from taskneurons.runtime.loggers import build_logger, to_container
+from taskneurons.runtime.validation import checked_task_specs
 
 
 @dataclass
@@ -51,6 +52,10 @@ def open_session(
         specs = checked_task_specs(cfg)
     except ConfigError as e:
         raise ConfigError((problems or []) + e.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    # hub datasets and models this machine cannot get (offline, no network, gated): before any other work
+    problems = dataset_problems(specs) + hub_model_problems(cfg.model)
     if problems:
         raise ConfigError(problems)
     max_train = cfg.data.max_train if "train" in splits else 0

@@ -1,9 +1,10 @@
 """Hydra callback: a sweep directory always says which jobs finished, failed or were reused.
 
 Each job writes ``<job dir>/job_status.json`` when it ends (in its own process, whatever the launcher);
-the sweep's ``summary.json`` gathers them, rewritten after every job and at the end, so it is current
-even if the sweep itself is killed. Rerunning the same sweep reuses finished jobs (their results are
-kept under their config key) and recomputes only the failed or missing ones.
+the sweep's ``summary.json`` gathers them (``completed``, ``reused``, ``failed``, ``interrupted``),
+rewritten after every job and at the end, so it is current even if the sweep itself is killed.
+Rerunning the same sweep reuses finished jobs (their results are kept under their config key) and
+recomputes only the failed, interrupted or missing ones.
 """
 
 from __future__ import annotations
@@ -46,6 +47,19 @@ class SweepSummary(Callback):
         if failed:
             log.error("%d of %d jobs failed (see %s/summary.json); rerun the same command to redo only those",
                       len(failed), len(summary["jobs"]), config.hydra.sweep.dir)
+
+
+def record_interrupted(job_dir: Path, signal_name: str) -> None:
+    """A job stopped by a signal never reaches Hydra's on_job_end: record it as ``interrupted`` here."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    atomic_write_json(job_dir / "job_status.json", {
+        "num": int(hc.job.num), "overrides": list(hc.overrides.task), "status": "interrupted",
+        "error": f"interrupted by {signal_name}; rerun the same command to resume it", "run_dir": str(job_dir),
+        "metrics": None,
+    })
+    write_summary(Path(hc.sweep.dir))
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any]:
