@@ -35,19 +35,19 @@ class JobProgress:
         self._timed: list[float] = []  # durations of steps that did work
         self._reused = False  # whether the running step was taken from an earlier run
 
-    def _close_step(self, reused: bool) -> None:
+    def _close_step(self, now: float) -> None:
         if self._step_t0 is not None:
-            if not reused:
-                self._timed.append(time.monotonic() - self._step_t0)
+            if not self._reused:
+                self._timed.append(now - self._step_t0)
             self.done += 1
             self._step_t0 = None
 
     def step(self, description: str, reused: bool = False) -> None:
         """Start the next step (ends the previous one)."""
-        self._close_step(self._reused)
+        now = time.monotonic()
+        self._close_step(now)
         self._reused = reused
         n = min(self.done + 1, self.total)
-        elapsed = time.monotonic() - self.t0
         left = self.total - self.done
         if reused:
             eta = "reused from an earlier run"
@@ -55,9 +55,10 @@ class JobProgress:
             eta = f"~{_fmt(sum(self._timed) / len(self._timed) * left)} left"
         else:
             eta = "estimating"
-        print(f"[{n}/{self.total}] {description}  (elapsed {_fmt(elapsed)}, {eta})", file=self.stream, flush=True)
-        self._step_t0 = time.monotonic()
+        print(f"[{n}/{self.total}] {description}  (elapsed {_fmt(now - self.t0)}, {eta})", file=self.stream, flush=True)
+        self._step_t0 = now
 
     def finish(self) -> None:
-        self._close_step(self._reused)
-        print(f"[done] {self.done} steps in {_fmt(time.monotonic() - self.t0)}", file=self.stream, flush=True)
+        now = time.monotonic()
+        self._close_step(now)
+        print(f"[done] {self.done} steps in {_fmt(now - self.t0)}", file=self.stream, flush=True)

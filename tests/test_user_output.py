@@ -1,0 +1,54 @@
+"""What a user sees during a job: one progress line per step, none of the libraries' repeated chatter."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from taskneurons.bench.timing import verdict
+from taskneurons.runtime.progress import JobProgress
+
+
+def test_progress_lines_count_steps_and_estimate_what_is_left(monkeypatch):
+    clock = iter([0.0, 0.0, 10.0, 30.0, 30.0, 40.0]).__next__
+    monkeypatch.setattr("taskneurons.runtime.progress.time.monotonic", clock)
+    out = io.StringIO()
+    p = JobProgress(4, stream=out)
+    p.step("identify a")            # t=0
+    p.step("evaluate 3 tasks")      # t=10: one step of 10 s done, 3 left
+    p.step("reused step", reused=True)  # t=30: mean of 10 s and 20 s = 15 s x 2 left
+    p.step("last")                  # t=30: the reused step does not count towards the mean
+    p.finish()                      # t=40
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[1/4] identify a  (elapsed 0s, estimating)"
+    assert lines[1] == "[2/4] evaluate 3 tasks  (elapsed 10s, ~30s left)"
+    assert lines[2] == "[3/4] reused step  (elapsed 30s, reused from an earlier run)"
+    assert lines[3] == "[4/4] last  (elapsed 30s, ~15s left)"
+    assert lines[4] == "[done] 4 steps in 40s"
+
+
+def test_bench_verdict_needs_the_whole_spread_on_one_side():
+    assert verdict([0.6, 0.7, 0.74], 0.75) == "ok"
+    assert verdict([0.8, 0.9], 0.75) == "missed"
+    assert verdict([0.7, 0.8], 0.75) == "noisy"
+    assert verdict([1.3, 1.4], 1.2, lower_is_better=False) == "ok"
+
+
+@pytest.mark.e2e
+def test_evaluate_prints_progress_and_no_library_chatter(tmp_path):
+    from test_entrypoints import run
+
+    r = run(["taskneurons.evaluate", "model=tiny_llama", "task=[rotten_tomatoes,bbc_topic]", "data.max_test=4",
+             "data.max_train=8", "neurons.max_examples=4", "intervention=deactivate", "intervention.source=matrix",
+             "eval.cls_scorers=[loglik]", f"hydra.run.dir={tmp_path}/run"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    shown = r.stdout + r.stderr
+    steps = re.findall(r"^\[(\d+)/(\d+)\] (.*?)  \(elapsed", r.stdout, flags=re.M)
+    # 2 identifications, the baseline, 2 task sets, 2 sources x neurons.control_seeds random draws
+    assert steps and all(int(n) == len(steps) for _, n, _ in steps), steps
+    assert [int(i) for i, _, _ in steps] == list(range(1, len(steps) + 1))
+    assert any("deactivate bbc_topic's task neurons, evaluate 2 tasks" in s for *_, s in steps)
+    for chatter in ("GPU available", "TPU available", "Tip:", "LeafSpec", "anonymous setting"):
+        assert chatter not in shown, f"'{chatter}' printed:\n{shown[-2000:]}"
