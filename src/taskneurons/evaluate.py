@@ -23,6 +23,7 @@ from taskneurons.report.stats import mean_records
 from taskneurons.report.tables import print_change_table, print_results, summarize
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
+from taskneurons.runtime.distributed import strategy_problems
 from taskneurons.runtime.loggers import finish, log_image, log_results_table
 from taskneurons.runtime.progress import JobProgress
 from taskneurons.runtime.resume import JobState
@@ -55,7 +56,7 @@ def validate_intervention(cfg: DictConfig) -> list[str]:
 def evaluate_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
     iv = cfg.intervention
     deactivate = iv.name == "deactivate"
-    problems = validate_intervention(cfg)
+    problems = validate_intervention(cfg) + strategy_problems(cfg, "evaluate")
     needs_train = deactivate and cfg.neurons.split == "train" and not cfg.neurons.get("path")
     strict_train = needs_train and not cfg.neurons.get("fallback_to_test")
     sources = list(cfg.tasks) if (not deactivate or iv.source in ("same", "matrix")) else [iv.source]

@@ -15,30 +15,53 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from taskneurons.neurons.ddp_attribution import attribute_on_ranks
 from taskneurons.neurons.identify import sets_for_tasks, validate_neurons_config
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.report.tables import matrix_table
 from taskneurons.runtime.app import run_entry
+from taskneurons.runtime.distributed import (
+    global_rank,
+    is_distributed,
+    is_global_zero,
+    run_on_ranks,
+    strategy_problems,
+)
 from taskneurons.runtime.loggers import finish
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
+from taskneurons.runtime.trainer import build_trainer
 
 
 def identify_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
     problems = validate_neurons_config(cfg.neurons, cfg.model.name)
     if cfg.neurons.get("path"):
         problems.append("neurons.path is for using a saved set; identify computes sets (drop neurons.path)")
+    problems += strategy_problems(cfg, "identify")
     names = list(cfg.get("tasks") or {})
     split = cfg.neurons.split
     session = open_session(cfg, out, meta, splits=("train", "test") if split == "train" else ("test",),
                            need_train=names if split == "train" and not cfg.neurons.get("fallback_to_test") else (), problems=problems)
     try:
         pools = neuron_pools(session.model, cfg.neurons.definition)
-        sets, infos = sets_for_tasks(session, names, pools)
+        ranks = 1
+        if is_distributed(cfg):  # trainer=ddp: the attribution batches are split over the ranks, scores summed
+            trainer = build_trainer(cfg, None, distributed=True)
+            ranks = trainer.world_size
+
+            def on_rank(strategy: Any) -> tuple[dict, dict]:
+                session.model.to(strategy.root_device)  # in place: this rank's device
+                return sets_for_tasks(session, names, pools, attribute_fn=attribute_on_ranks)
+
+            sets, infos = run_on_ranks(trainer, on_rank)
+            if not is_global_zero():
+                return {"rank": global_rank()}  # rank 0 writes every file
+        else:
+            sets, infos = sets_for_tasks(session, names, pools)
         overlap = {a: {b: round(sets[a].jaccard(sets[b]), 4) for b in names} for a in names}
         metrics = {"job": "identify", "model": cfg.model.name, "seed": int(cfg.seed),
                    "neurons": {k: v for k, v in cfg.neurons.items() if k != "store_dir"},
-                   "tasks": infos, "overlap_jaccard": overlap}
+                   "tasks": infos, "overlap_jaccard": overlap, "attribution_ranks": ranks}
         if session.logger is not None:
             session.logger.log_metrics({f"identify/{t}/count": float(i["count"]) for t, i in infos.items()})
     finally:

@@ -31,6 +31,7 @@ from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.report.tables import print_results, summarize
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
+from taskneurons.runtime.distributed import distributed_info, global_rank, is_global_zero, strategy_problems
 from taskneurons.runtime.loggers import finish, log_results_table
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
@@ -62,7 +63,7 @@ def validate_train(cfg: DictConfig) -> list[str]:
         p.append(f"optim.lr={cfg.optim.lr} must be > 0")
     if float(cfg.optim.weight_decay) < 0:
         p.append(f"optim.weight_decay={cfg.optim.weight_decay} must be >= 0")
-    return p
+    return p + strategy_problems(cfg, "train")
 
 
 def validate_set_source(cfg: DictConfig) -> list[str]:
@@ -110,7 +111,8 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
         else:
             for p in model.parameters():
                 p.requires_grad_(True)
-        before = resumable_test(state, "before", session, list(cfg.tasks), log_prefix="before")[0] if cfg.get("eval_before") else None
+        before = (resumable_test(state, "before", session, list(cfg.tasks), log_prefix="before")[0]
+                  if cfg.get("eval_before") and is_global_zero() else None)
         dm = TaskDataModule(session.tok, {t: session.data[t] for t in train_names}, cfg.data, seed=int(cfg.seed))
         module = CausalLMModule(model, session.tok, cfg.eval, cfg.optim)
         losses = LossRecorder()
@@ -128,12 +130,17 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
             callbacks.append(PerTaskMasks([task_sets[t] for t in train_names], sampler))
             set_info["combine"] = "per_task"
         t0 = time.perf_counter()
+        distributed = None
         if start < n_batches:
             saver = ResumeCheckpoint(state, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
             # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler
-            trainer = build_trainer(cfg, session.logger, callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+            trainer = build_trainer(cfg, session.logger, distributed=True, callbacks=[*callbacks, losses, saver],
+                                    max_steps=-1, max_epochs=1)
             model.train()
             trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches))
+            distributed = distributed_info(trainer)
+            if not is_global_zero():
+                return {"rank": global_rank()}  # rank 0 evaluates and writes every file
         else:  # killed after training finished: restore the trained state instead of training again
             restore_trained(module, callbacks, ckpt, losses)
         model.eval()
@@ -150,7 +157,7 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
                          "seconds": round(train_seconds, 2), "model_fingerprint": model_fingerprint(model),
                          "trainable_params": trainable, "total_params": total,
                          "trainable_fraction": round(trainable / total, 6),
-                         "loss_first": losses.first(), "loss_last": losses.last()},
+                         "loss_first": losses.first(), "loss_last": losses.last(), "distributed": distributed},
             "neuron_sets": set_info, "tasks": results, "before": before,
             "summary": {**summarize(results), **domain_summary(results)},
         }

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from taskneurons.data.encoding import Encoded, LengthSortedBatches, collate_eval, collate_sft, encode_example
 from taskneurons.data.loading import TaskData
-from taskneurons.lit.resume import StepBatchSampler
+from taskneurons.data.sampling import StepBatchSampler
 
 
 class TaskDataModule(pl.LightningDataModule):

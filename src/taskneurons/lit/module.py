@@ -7,11 +7,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from taskneurons.data.encoding import Encoded
+from taskneurons.data.encoding import IGNORE_INDEX, Encoded
 from taskneurons.data.tasks import TaskSpec
 from taskneurons.eval.metrics import CLS_SCORERS, TaskMetrics
 from taskneurons.eval.scoring import greedy_generate, label_loglik, match_label
 from taskneurons.models.loss import target_only_loss
+from taskneurons.runtime.distributed import global_batch_loss
 
 
 class CausalLMModule(pl.LightningModule):
@@ -34,6 +35,9 @@ class CausalLMModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # Loss on target tokens only (prompt and padding carry none), LM head run only where needed.
         loss = target_only_loss(self.model, batch)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # DDP: scaled so the averaged gradient is that of one process on the whole global batch
+            loss = global_batch_loss(loss, (batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 

@@ -12,7 +12,6 @@ not changed since; its RNG state and loss count are kept at every step for this)
 
 from __future__ import annotations
 
-import math
 import signal
 from typing import Any
 
@@ -20,29 +19,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from taskneurons.data.sampling import StepBatchSampler  # noqa: F401  (moved to the data layer; kept importable here)
 from taskneurons.runtime.signals import STOP, Interrupted
-
-
-class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Global batches ``start .. stop-1`` of a per-epoch seeded shuffle of ``n`` examples."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, stop: int | None = None):
-        self.n, self.bs, self.seed = n, batch_size, seed
-        self.per_epoch = math.ceil(n / batch_size)
-        self.start, self.stop = start, self.per_epoch if stop is None else stop
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-
-    def __iter__(self):
-        cache: dict[int, torch.Tensor] = {}
-        for b in range(self.start, self.stop):
-            epoch, pos = divmod(b, self.per_epoch)
-            perm = cache.setdefault(epoch, self._perm(epoch))
-            yield perm[pos * self.bs : (pos + 1) * self.bs].tolist()
-
-    def __len__(self) -> int:
-        return max(self.stop - self.start, 0)
 
 
 def trainable_state(module: pl.LightningModule) -> dict[str, torch.Tensor]:

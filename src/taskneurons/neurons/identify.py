@@ -31,6 +31,7 @@ from taskneurons.neurons.neuronset import (
 )
 from taskneurons.neurons.pools import DEFINITIONS, Pool, key_str, pool_sizes
 from taskneurons.runtime.atomic import cleanup_temp_files
+from taskneurons.runtime.distributed import is_global_zero
 
 log = logging.getLogger(__name__)
 SET_KINDS = ("task", "random", "all_ffn")
@@ -106,7 +107,7 @@ def check_compatible(nset: NeuronSet, pools: list[Pool], model_name: str, defini
 
 
 def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg: Any, pools: list[Pool],
-                  log_artifact=None) -> tuple[NeuronSet, dict[str, Any]]:
+                  log_artifact=None, attribute_fn=attribute) -> tuple[NeuronSet, dict[str, Any]]:
     """The task's NeuronSet at ``ncfg.proportion``: from the store when present, else attribution."""
     batches, data_hash = attribution_batches(tok, td, ncfg, data_cfg)
     folder = _attr_dir(ncfg, model_name, td.spec.name, data_hash)
@@ -127,7 +128,7 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         scores, means = donor.scores, donor.means
         info["source"] = f"re-selected from {existing[0].name}"
     else:
-        scores, means = attribute(model, batches, pools, ncfg.reduction, ncfg.token_scope)
+        scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope)
         info["source"] = "attribution"
         info["attribution_seconds"] = round(time.perf_counter() - t0, 2)
         info["attribution_examples"] = sum(int(b["input_ids"].shape[0]) for b in batches)
@@ -137,9 +138,10 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         "max_examples": ncfg.max_examples, "seed": int(ncfg.seed), "data_fingerprint": data_hash, "kind": "task",
     }
     nset = NeuronSet(select_top(scores, sizes, float(ncfg.proportion), ncfg.scope), sizes, meta, scores, means)
-    nset.save(stem)
-    if log_artifact is not None:
-        log_artifact(stem, nset)
+    if is_global_zero():  # under trainer=ddp every rank holds the same summed scores; rank 0 saves
+        nset.save(stem)
+        if log_artifact is not None:
+            log_artifact(stem, nset)
     return nset, info
 
 
@@ -215,7 +217,8 @@ def wandb_artifact_logger(logger: Any):
     return log_set
 
 
-def sets_for_tasks(session: Any, names: list[str], pools: list[Pool]) -> tuple[dict[str, NeuronSet], dict[str, dict]]:
+def sets_for_tasks(session: Any, names: list[str], pools: list[Pool],
+                   attribute_fn=attribute) -> tuple[dict[str, NeuronSet], dict[str, dict]]:
     """Each named task's neuron set (``neurons.path`` overrides them all with one saved set)."""
     ncfg = session.cfg.neurons
     sets, infos = {}, {}
@@ -227,7 +230,7 @@ def sets_for_tasks(session: Any, names: list[str], pools: list[Pool]) -> tuple[d
     log_set = wandb_artifact_logger(session.logger)
     for name in names:
         nset, info = identify_task(session.model, session.tok, session.model_name, session.data[name], ncfg,
-                                   session.cfg.data, pools, log_set)
+                                   session.cfg.data, pools, log_set, attribute_fn)
         nset = restrict_matrices(nset, pools, ncfg.get("matrices", "all"))
         sets[name], infos[name] = nset, {**info, **set_summary(nset)}
     return sets, infos

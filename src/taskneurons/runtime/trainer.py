@@ -10,8 +10,18 @@ from omegaconf import OmegaConf
 from taskneurons.runtime.quiet import quiet_libraries
 
 
-def build_trainer(cfg: Any, logger: Any, **overrides: Any) -> pl.Trainer:
+def build_trainer(cfg: Any, logger: Any, distributed: bool = False, **overrides: Any) -> pl.Trainer:
+    """``distributed=True`` (training, attribution) uses ``trainer.strategy`` (a ``_target_``, e.g.
+    conf/trainer/ddp.yaml) over ``trainer.devices``; otherwise the trainer runs on one device (evaluation)."""
     quiet_libraries()
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    strategy = kwargs.pop("strategy", None)
+    if distributed and strategy is not None:
+        from hydra.utils import instantiate
+
+        kwargs["strategy"] = instantiate(strategy) if isinstance(strategy, dict) else strategy
+        kwargs["use_distributed_sampler"] = False  # our batch sampler gives each rank its share of the global batch
+    elif strategy is not None:
+        kwargs["devices"] = 1
     kwargs.update(overrides)
     return pl.Trainer(logger=logger if logger is not None else False, **kwargs)
