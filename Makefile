@@ -45,7 +45,7 @@ T2 := $(OUT)/multiruns/table2_$(SCALE)
 F5 := $(OUT)/multiruns/fig5_$(SCALE)
 BY_OVERRIDES := 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
 
-.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4
+.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4 gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ format: install  ## ruff format + import sort
 
 bench: install  ## speed/memory ratios against a baseline in the same run -> outputs/bench/*.json
 	$(PY) -m taskneurons.bench
+
+gpu-check: install  ## on a GPU: Llama-2-7b shapes in bf16 (attribution tokens/s, neuron vs full FT step/memory, loglik vs forward) -> outputs/bench/gpu_check.json; GPU_CHECK_ARGS=--dry: tiny, CPU
+	$(PY) -m taskneurons.gpu_check $(GPU_CHECK_ARGS)
 
 table1: install  ## Table 1: multi-task fine-tune, then original vs Deactivate-Random vs Deactivate-Task (SCALE, SEEDS, TABLE1_MODEL=multitask|zeroshot)
 ifeq ($(TABLE1_MODEL),zeroshot)

@@ -203,3 +203,21 @@ def test_ddp_attribution_and_neuron_training_equal_one_process(tmp_path):
         torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-7)
         changed_any |= bool((w_ddp[name] != w0).any())
     assert changed_any, "training changed nothing"
+
+
+# --- GPU check -------------------------------------------------------------------------------------------
+def test_gpu_check_dry_path_measures_every_part(tmp_path):
+    """make gpu-check's code on tiny shapes on the CPU (no GPU here): every number present and sane."""
+    from taskneurons.gpu_check import LLAMA2_7B, layer_params, main, plan_layers
+
+    r = main(["--dry", "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "gpu_check_dry.json").read_text())
+    assert doc["dry"] and doc["model"]["layers"] == doc["model"]["of_layers"] == 2 and r["path"].endswith("gpu_check_dry.json")
+    assert doc["attribution"]["tokens_per_s"] > 0 and doc["attribution"]["tokens"] == 4 * 2 * 48
+    ft, full = doc["neuron_ft_10pct"], doc["full_ft_adamw"]
+    assert 0 < ft["trainable_params"] < 0.1 * full["trainable_params"] and ft["step_s"] > 0 and full["step_s"] > 0
+    assert doc["scoring"]["loglik_s"] > 0 and doc["scoring"]["forward_s"] > 0
+    # 7B shapes: 202M parameters per layer (6.74B in all with embeddings); all 32 layers fit 139 GiB, not 24 GiB
+    assert layer_params(LLAMA2_7B) == 202_383_360
+    assert plan_layers(LLAMA2_7B, 139 * 2**30, 4, 512) == 32
+    assert 1 <= plan_layers(LLAMA2_7B, 24 * 2**30, 4, 512) < 32
