@@ -212,3 +212,99 @@ def test_task_batches_are_homogeneous_and_per_task_masks_move_only_that_tasks_ro
         cb.on_train_batch_end(None, module, None, None, step)
         moved = (deltas.row_w["0_up_up"] != before).any(1).tolist()  # union rows 0, 1, 4
         assert moved == ([True, True, False] if step == 0 else [False, True, True])
+
+
+# --- configs compose; bad input is one clear error before any model loads --------------------------
+
+GEN_EXPERIMENTS = ["generalization_tiny", "generalization_small", "generalization_paper"]
+
+
+@pytest.mark.parametrize("experiment", GEN_EXPERIMENTS)
+@pytest.mark.parametrize("extra", [["+group=cls"], ["+group=gen"], ["+group=cls", "intervention.combine=per_task"],
+                                   ["neurons=controlled", "train_tasks=[amazon,qqp,mnli]", "task=[amazon,qqp,mnli,sst2,paws,gptnli]"],
+                                   ["intervention=finetune_full", "save_model=true", "task=[amazon,sst2]"]])
+def test_generalization_train_configs_compose_and_validate(experiment, extra):
+    from conftest import compose
+    from taskneurons.config import build_task_specs, validate_common
+    from taskneurons.train import training_tasks, validate_train
+
+    cfg = compose("train", [f"experiment={experiment}", *extra])
+    specs, problems = build_task_specs(cfg)
+    problems += validate_common(cfg) + validate_train(cfg)
+    if experiment.endswith("_paper"):  # compose-tested only: this machine has no GPU for trainer=gpu
+        problems = [x for x in problems if "CUDA" not in x]
+    assert not problems, problems
+    if "+group=cls" in extra:
+        assert training_tasks(cfg) == ["amazon", "qqp", "mnli"] and len(cfg.tasks) == 9
+
+
+@pytest.mark.parametrize("command", ["overlap", "similarity", "correlate", "proportions", "controlled"])
+@pytest.mark.parametrize("experiment", GEN_EXPERIMENTS)
+def test_analyze_config_composes_for_every_command(command, experiment):
+    from conftest import compose
+    from taskneurons.analyze.jobs import validate
+
+    cfg = compose("analyze", [f"command={command}", f"experiment={experiment}"])
+    assert validate(cfg) == []
+    assert cfg.analyze.groups.ood_gen == ["tweetqa", "commongen", "xsum"]
+
+
+def _analyze_cfg(tmp_path, command, *extra):
+    from conftest import compose
+
+    return compose("analyze", [f"command={command}", "experiment=generalization_tiny", f"neurons.store_dir={tmp_path}/store",
+                               f"analyze.results_dir={tmp_path}/results", *extra])
+
+
+def test_analyze_bad_inputs_raise_one_config_error(tmp_path, tiny_gpt2):
+    from taskneurons.analyze.jobs import run_command
+
+    cases = [
+        (_analyze_cfg(tmp_path, "overlap", "analyze.proportions=[0.1,0.1]"), "duplicates"),
+        (_analyze_cfg(tmp_path, "overlap", "analyze.proportions=[0.5,1.2]"), "must be in (0, 1]"),
+        (_analyze_cfg(tmp_path, "overlap"), "run python -m taskneurons.identify"),
+        (_analyze_cfg(tmp_path, "similarity", "analyze.similarity=cosine"), "analyze.similarity='cosine'"),
+        (_analyze_cfg(tmp_path, "correlate"), "run python -m taskneurons.analyze similarity first"),
+        (_analyze_cfg(tmp_path, "proportions", f"analyze.sweep_dir={tmp_path}/none"), "does not exist"),
+        (_analyze_cfg(tmp_path, "overlap", "analyze.artefact=fig3"), "is not made by 'overlap'"),
+    ]
+    for cfg, needle in cases:
+        with pytest.raises(ConfigError, match=None) as e:
+            run_command(cfg, tmp_path)
+        assert needle in str(e.value), (needle, str(e.value))
+
+    # sets of another model, and a saved model that does not match the sets
+    sizes = {(0, "gate_proj"): 128, (0, "up_proj"): 128, (0, "down_proj"): 64}
+    g = torch.Generator().manual_seed(0)
+    paths = {}
+    for i, t in enumerate(["amazon", "qqp", "mnli", "sciqa", "e2e", "cnn", "sst2", "paws", "gptnli", "tweetqa", "commongen", "xsum"]):
+        scores = {k: torch.rand(n, generator=g) for k, n in sizes.items()}
+        meta = {"model": "tiny_llama" if i else "tiny_bloom", "definition": "output_units", "task": t}
+        paths[t] = str(NeuronSet({k: torch.arange(3) for k in sizes}, sizes, meta, scores).save(tmp_path / "sets" / t))
+    sets_arg = "analyze.sets={" + ",".join(f"{t}:'{p}'" for t, p in paths.items()) + "}"
+    with pytest.raises(ConfigError) as e:
+        run_command(_analyze_cfg(tmp_path, "overlap", sets_arg), tmp_path)
+    assert "different models" in str(e.value)
+    gpt2, _ = tiny_gpt2
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    paths["amazon"] = paths["qqp"]
+    sets_arg = "analyze.sets={" + ",".join(f"{t}:'{p}'" for t, p in paths.items()) + "}"
+    models = "analyze.models={" + ",".join(f"{t}:'{tmp_path}/gpt2'" for t in ["amazon", "qqp", "mnli", "sciqa", "e2e", "cnn"]) + "}"
+    with pytest.raises(ConfigError) as e:
+        run_command(_analyze_cfg(tmp_path, "similarity", sets_arg, models), tmp_path)
+    assert "does not match" in str(e.value)
+
+
+@pytest.mark.e2e
+def test_bad_analyze_and_controlled_inputs_exit_2_before_a_model_loads(tmp_path):
+    from test_entrypoints import assert_fails_cleanly, run
+
+    r = run(["taskneurons.analyze", "overlap", "analyze.proportions=[0.1,0.1]", f"hydra.run.dir={tmp_path}/a"])
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "duplicates" in r.stderr
+    r = run(["taskneurons.train", "experiment=generalization_tiny", "neurons=controlled", "neurons.proportion=0.9",
+             "neurons.controlled.overlap=0.0", "train_tasks=[amazon,qqp,mnli]", "task=[amazon,qqp,mnli,sst2,paws,gptnli]",
+             f"hydra.run.dir={tmp_path}/b"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert_fails_cleanly(r, tmp_path / "b", "outside N_y")
+    r = run(["taskneurons.analyze", "nonsense"])
+    assert r.returncode == 2 and "first argument must be a command" in r.stderr
