@@ -79,7 +79,7 @@ def run_dir_problems(out: Path, key: str | None) -> list[str]:
     except (OSError, ValueError):
         return []
     if old.get("job") == "continual" and old.get("config_key") not in (None, key):
-        return [f"run directory {out} holds a continual run of another configuration ({old.get('method')} on "
+        return [f"run directory {out} holds a continual run of another configuration or code version ({old.get('method')} on "
                 f"{old.get('order_name')}, key {old.get('config_key')} != {key}); resume it with its own overrides "
                 "or choose a new hydra.run.dir"]
     return []

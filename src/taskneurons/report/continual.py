@@ -73,10 +73,11 @@ def paper_numbers() -> dict:
 
 
 def table5(runs: list[dict]) -> dict:
-    """CL of the last row per (method, order); averages over the orders present per benchmark."""
-    cl: dict[str, dict[str, float]] = {}
+    """CL of the last row per (method, order), the mean over seeds; averages over the orders per benchmark."""
+    by_seed: dict[str, dict[str, list[float]]] = {}
     for m in runs:
-        cl.setdefault(m["method"], {})[m["order_name"]] = float(m["summary"]["cl"])
+        by_seed.setdefault(m["method"], {}).setdefault(m["order_name"], []).append(float(m["summary"]["cl"]))
+    cl = {k: {o: mean(v) for o, v in d.items()} for k, d in by_seed.items()}
     orders = [o for o in STD + LONG if any(o in v for v in cl.values())]
     cols = ["method", *orders, "avg_std", "avg_long8"]
     rows = []
@@ -96,21 +97,25 @@ def paper_table5() -> dict:
 
 
 def fg_curves(runs: list[dict], order: str | None) -> tuple[dict[str, list[float | None]], str]:
-    """FG per stage for every method on ``order`` (default: the longest order present), A from pertask."""
-    by_order: dict[str, dict[str, dict]] = {}
+    """FG per stage for every method on ``order`` (default: the longest order present), A_i from the
+    pertask run of the same seed; the mean over seeds."""
+    by_order: dict[str, dict[int, dict[str, dict]]] = {}
     for m in runs:
-        by_order.setdefault(m["order_name"], {})[m["method"]] = m
+        by_order.setdefault(m["order_name"], {}).setdefault(int(m["seed"]), {})[m["method"]] = m
     if order is None:
-        order = max(by_order, key=lambda o: (len(next(iter(by_order[o].values()))["order"]), "pertask" in by_order[o]))
-    group = by_order.get(order, {})
-    if "pertask" not in group:
-        raise SystemExit(f"error: FG needs the pertask run of {order} (A_i); add continual/method=pertask to the sweep")
-    n = len(group["pertask"]["order"])
-    per_task = [group["pertask"]["matrix"][-1][t] for t in range(n)]
-    curves = {}
-    for method in [x for x in METHOD_ORDER if x in group and x != "mtl"]:
-        mat = group[method]["matrix"]
-        curves[method] = [None if x is None else round(x, 2) for x in fg_retention([r[:n] for r in mat], per_task)]
+        order = max(by_order, key=lambda o: len(next(iter(next(iter(by_order[o].values())).values()))["order"]))
+    per_seed: dict[str, list[list[float | None]]] = {}
+    for seed, group in sorted(by_order.get(order, {}).items()):
+        if "pertask" not in group:
+            raise SystemExit(f"error: FG needs the pertask run of {order} (A_i), seed {seed}; "
+                             "add continual/method=pertask to the sweep")
+        n = len(group["pertask"]["order"])
+        per_task = [group["pertask"]["matrix"][-1][t] for t in range(n)]
+        for method in [x for x in METHOD_ORDER if x in group and x != "mtl"]:
+            mat = group[method]["matrix"]
+            per_seed.setdefault(method, []).append(fg_retention([r[:n] for r in mat], per_task))
+    curves = {k: [None if v[0][s] is None else round(mean(x[s] for x in v), 2) for s in range(len(v[0]))]
+              for k, v in per_seed.items()}
     return curves, order
 
 

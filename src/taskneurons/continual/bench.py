@@ -1,0 +1,207 @@
+"""Continual-learning benchmarks (``make bench`` calls ``run_benchmarks``; ratios measured side by side):
+
+- ``stage_step``: an NCFT stage step vs a SeqFT stage step, both inside the stage loop's Lightning fit
+  (ContinualModule, fresh Trainer, NeuronFinetuning at 10 %), interleaved pairs (target <= 0.75);
+- ``stage_memory``: peak RSS (VmHWM, reset after the model loads) of an NCFT vs a SeqFT stage, a fresh
+  process each (``python -m taskneurons.continual.bench --worker full|neurons``; target <= 0.75);
+- ``wncft_eval``: evaluating task j with W-NCFT's weighted rows (built once for the task, written, the
+  whole test set scored, restored) vs a plain evaluation, after 4 stages (target <= 1.1);
+- ``checkpoint``: bytes of an NCFT stage checkpoint (the changed rows) vs a full-model checkpoint at 10 %
+  (target <= 0.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from taskneurons.continual.rows import rows_written, similarity_weights, snapshot, weighted_rows
+from taskneurons.neurons.neuronset import NeuronSet, random_like, select_top
+from taskneurons.neurons.pools import neuron_pools
+from taskneurons.neurons.sparse_finetune import NeuronFinetuning
+
+PROPORTION = 0.1
+STEPS = 3
+
+
+def _smol():
+    from taskneurons.bench.fixtures import load_models
+
+    return load_models(["smollm2_135m"])["smollm2_135m"]
+
+
+def _task_set(model, batches, seed: int) -> tuple[list, NeuronSet]:
+    """A 10 % set per (layer, matrix): attribution for the first, same-count random sets for others."""
+    from taskneurons.neurons.attribution import attribute
+
+    pools = neuron_pools(model)
+    sizes = {p.key: p.size for p in pools}
+    if seed == 0:
+        scores, _ = attribute(model, batches[:1], pools)
+        return pools, NeuronSet(select_top(scores, sizes, PROPORTION), sizes, {"definition": "output_units"})
+    counts = {k: max(1, int(round(PROPORTION * n))) for k, n in sizes.items()}
+    return pools, NeuronSet(random_like(counts, sizes, seed), sizes, {"definition": "output_units"})
+
+
+class _StepTimes(pl.Callback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def _stage_fit(model, tok, batches, mode: str, nset: NeuronSet | None, pools) -> list[float]:
+    """One stage's fit as the loop runs it: a fresh Trainer, the SFT module, neuron deltas or full FT."""
+    from taskneurons.continual.loop import ContinualModule
+
+    eval_cfg = OmegaConf.create({"cls_scorers": ["loglik"], "primary_cls_scorer": "loglik"})
+    optim = OmegaConf.create({"lr": 1e-5, "weight_decay": 0.0})
+    module = ContinualModule(model, tok, eval_cfg, optim)
+    callbacks: list = [_StepTimes()]
+    if mode == "neurons":
+        callbacks.append(NeuronFinetuning(pools, nset))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         max_epochs=1, accelerator="cpu", devices=1)
+    model.train()
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    model.eval()
+    return callbacks[0].times
+
+
+def bench_stage_step(model, tok) -> dict[str, Any]:
+    from taskneurons.bench.fixtures import train_batches
+    from taskneurons.bench.timing import verdict
+
+    batches = train_batches(tok, n_batches=STEPS)
+    pools, nset = _task_set(model, batches, 0)
+    ratios, full_s, neu_s = [], [], []
+    _stage_fit(model, tok, batches, "full", nset, pools)  # warm-up
+    for _ in range(5):  # interleaved pairs: machine drift hits both sides alike
+        f = sorted(_stage_fit(model, tok, batches, "full", nset, pools))[len(batches) // 2]
+        n = sorted(_stage_fit(model, tok, batches, "neurons", nset, pools))[len(batches) // 2]
+        full_s.append(round(f, 4))
+        neu_s.append(round(n, 4))
+        ratios.append(n / f)
+    return {"seqft_step_s": full_s, "ncft_step_s": neu_s, "ratios": [round(r, 4) for r in ratios],
+            "ratio_min": round(min(ratios), 4), "ratio_median": round(sorted(ratios)[len(ratios) // 2], 4),
+            "ratio_max": round(max(ratios), 4), "pairs": len(ratios), "target": 0.75, "verdict": verdict(ratios, 0.75),
+            "steps_per_stage": len(batches)}
+
+
+def worker(mode: str) -> dict[str, Any]:
+    """Peak RSS of one stage (``STEPS`` steps) in this process, counted from after the model loaded."""
+    from taskneurons.bench.fixtures import reset_peak_rss, status_mb, train_batches
+
+    model, tok = _smol()
+    batches = train_batches(tok, n_batches=STEPS)
+    pools, nset = _task_set(model, batches, 0) if mode == "neurons" else (neuron_pools(model), None)
+    base = status_mb("VmRSS")
+    reset_peak_rss()
+    _stage_fit(model, tok, batches, mode, nset, pools)
+    peak = status_mb("VmHWM")
+    return {"loaded_rss_mb": round(base, 1), "peak_rss_mb": round(peak, 1), "peak_extra_mb": round(peak - base, 1)}
+
+
+def bench_stage_memory() -> dict[str, Any]:
+    runs = {}
+    for mode in ("full", "neurons"):
+        r = subprocess.run([sys.executable, "-m", "taskneurons.continual.bench", "--worker", mode],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"continual bench worker {mode} failed:\n{r.stderr[-3000:]}")
+        runs[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    ratio = runs["neurons"]["peak_rss_mb"] / runs["full"]["peak_rss_mb"]
+    return {"seqft": runs["full"], "ncft": runs["neurons"], "ratio": round(ratio, 3),
+            "peak_extra_ratio": round(runs["neurons"]["peak_extra_mb"] / max(runs["full"]["peak_extra_mb"], 1e-9), 3),
+            "target": 0.75, "verdict": "ok" if ratio <= 0.75 else "missed"}
+
+
+@torch.no_grad()
+def bench_wncft_eval(model, tok) -> dict[str, Any]:
+    """After 4 NCFT stages (4 sets of 10 %, their rows perturbed as training would), evaluate a task."""
+    from taskneurons.bench.fixtures import starter_batches, train_batches
+    from taskneurons.bench.timing import paired_ratio
+    from taskneurons.eval.scoring import label_loglik
+
+    batches, labels = starter_batches(tok, "bbc_topic", 64, 16, 128)
+    train = train_batches(tok, n_batches=1)
+    after, before, vectors = [], [], []
+    for k in range(4):
+        pools, nset = _task_set(model, train, k)
+        before.append(snapshot(pools, nset))
+        rows = snapshot(pools, nset)
+        gen = torch.Generator().manual_seed(k)
+        for r in rows.values():
+            r["values"] = r["values"] + 1e-3 * torch.randn(r["values"].shape, generator=gen)
+        after.append(rows)
+        vectors.append(torch.randn(model.config.hidden_size, generator=gen))
+
+    def plain():
+        for b in batches:
+            label_loglik(model, b, labels, tok.pad_token_id)
+
+    def weighted():  # what W-NCFT does per evaluated task: build once, write, score every batch, restore
+        w = similarity_weights(vectors[0], vectors)
+        with rows_written(pools, weighted_rows(after, before, w, "normalized")):
+            plain()
+
+    return {"prompts": sum(len(b) for b in batches), "stages": 4, **paired_ratio(plain, weighted, target=1.1)}
+
+
+def bench_checkpoint(model, tok) -> dict[str, Any]:
+    from taskneurons.bench.fixtures import train_batches
+
+    pools, nset = _task_set(model, train_batches(tok, n_batches=1), 0)
+
+    def size(obj: Any) -> int:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return len(buf.getvalue())
+
+    stage = size({"after": snapshot(pools, nset)})
+    full = size(model.state_dict())
+    return {"ncft_stage_bytes": stage, "full_model_bytes": full, "proportion": PROPORTION,
+            "ratio": round(stage / full, 4), "target": 0.15, "verdict": "ok" if stage / full <= 0.15 else "missed"}
+
+
+def run_benchmarks() -> dict[str, Any]:
+    """Every continual benchmark on SmolLM2-135M (CPU), as ``{name: row with ratio/target/verdict}``."""
+    torch.manual_seed(0)
+    model, tok = _smol()
+    out = {"checkpoint": bench_checkpoint(model, tok), "wncft_eval": bench_wncft_eval(model, tok),
+           "stage_step": bench_stage_step(model, tok)}
+    del model
+    out["stage_memory"] = bench_stage_memory()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--worker", choices=["full", "neurons"], help="measure one stage's peak RSS in this process")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    if args.worker:
+        print(json.dumps(worker(args.worker)))
+        return
+    print(json.dumps(run_benchmarks(), indent=1))
+
+
+if __name__ == "__main__":
+    main()
