@@ -273,8 +273,15 @@ class ContinualRun:
             summary = {"seen_average": summarize([r[: len(sq)] for r in sq[: len(sq)]])["seen_average"]} if sq else {}
         if self.method.name == "pertask" and len(sq) == len(order):
             summary["per_task_scores"] = [sq[-1][t] for t in range(len(order))]
+        compare = {}
+        if self.infos and "compare" in self.infos[0] and len(sq) == len(order):
+            # W-NCFT with continual.wncft.compare: the same trained stages read with other variants/identity
+            for key in self.infos[0]["compare"]:
+                cm = [[float(i["compare"][key]["scores"][t]) for t in tasks] for i in self.infos]
+                compare[key] = {"matrix": cm, "summary": summarize([r[: len(order)] for r in cm]),
+                                "identity_accuracy": [i["compare"][key].get("identity_accuracy") for i in self.infos]}
         return {
-            **self.header,
+            **self.header, **({"compare": compare} if compare else {}),
             "stages": [s.name for s in self.stages][: len(mat)], "stage_names": [s.name for s in self.stages],
             "tasks_evaluated": tasks, "matrix": mat,
             "results": [{t: {k: v for k, v in r[t].items() if k != "per_example"} for t in tasks} for r in self.rows],

@@ -287,7 +287,7 @@ class WNCFT(NCFT):
                 cached["vectors"][t] = features.task_vector(
                     ctx.model, ctx.tok, td.spec, td.train or td.test, int(w.vector_examples), int(self.cfg.seed),
                     int(self.cfg.data.max_prompt_tokens))
-                if self.identity == "inferred":
+                if self.identity == "inferred" or w.get("compare"):
                     cached["test_features"][t] = features.prompt_features(
                         ctx.model, ctx.tok, td.spec, td.test, int(self.cfg.data.max_prompt_tokens))
             ctx.state.put_tensors("task_vectors", cached)
@@ -306,8 +306,28 @@ class WNCFT(NCFT):
             yield
 
     def evaluate(self, ctx, stage):
+        results, extra = self._evaluate(ctx, self.variant, self.identity)
+        if self.cfg.continual.wncft.get("compare"):
+            # the other readings of Eq. 12 (oracle identity) and the inferred identity, every stage: "compare"
+            others = [(v, "oracle") for v in ("normalized", "literal", "delta") if v != self.variant]
+            others.append((self.variant, "inferred" if self.identity == "oracle" else "oracle"))
+            extra["compare"] = {}
+            for variant, identity in others:
+                res, ex = self._evaluate(ctx, variant, identity)
+                extra["compare"][f"{variant}/{identity}"] = {
+                    "scores": {t: r["score"] for t, r in res.items()}, **ex}
+        return results, extra
+
+    def _evaluate(self, ctx, variant: str, identity: str) -> tuple[dict[str, dict], dict]:
+        chosen, self.variant = self.variant, variant
+        try:
+            return self._evaluate_with(ctx, identity)
+        finally:
+            self.variant = chosen
+
+    def _evaluate_with(self, ctx, identity: str) -> tuple[dict[str, dict], dict]:
         results, extra = {}, {}
-        if self.identity == "oracle":
+        if identity == "oracle":
             for t in ctx.eval_tasks:
                 with self.model_for(ctx, t):
                     results[t] = ctx.test([t])[0][t]
