@@ -45,7 +45,7 @@ T2 := $(OUT)/multiruns/table2_$(SCALE)
 F5 := $(OUT)/multiruns/fig5_$(SCALE)
 BY_OVERRIDES := 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
 
-.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4 gpu-check
+.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4 table5 fig4 gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -182,6 +182,24 @@ fig3: gen-neurons  ## Fig. 3: per-layer parameter similarity, one fully fine-tun
 
 table4: fig3  ## Table 4: Pearson / Spearman (p-values) of similarity vs OOD score over the fig3 models
 	$(GEN_ANALYZE) correlate $(GEN_ARGS) analyze.artefact=table4
+
+# Table 5 / Fig. 4 (continual learning, helper B): methods x orders; CL_ORDERS / CL_METHODS narrow a sweep
+CL_METHODS ?= seqft,seqlora,olora,ncft,wncft,pertask
+CL_ORDERS_tiny := order1,order4
+CL_ORDERS_small := order1
+CL_ORDERS_paper := order1,order2,order3,order4,order5,order6
+CL_ORDERS ?= $(CL_ORDERS_$(SCALE))
+FIG4_ORDER ?= order4
+CL_SWEEP = $(PY) -m taskneurons.continual --multirun continual/scale=$(SCALE) continual/method=$(CL_METHODS) \
+	  seed=$(SEED_LIST) $(BY_OVERRIDES) logger.group=$@_$(SCALE) $(HYDRA_ARGS)
+
+table5: install  ## Table 5: CL (average accuracy after the last task) per method x order, beside the paper's (SCALE, SEEDS, CL_ORDERS)
+	$(CL_SWEEP) continual/order=$(CL_ORDERS) hydra.sweep.dir=$(OUT)/multiruns/table5_$(SCALE)
+	$(PY) -m taskneurons.report.continual table5 $(OUT)/multiruns/table5_$(SCALE) --scale $(SCALE) --command "$(ARTEFACT_CMD)"
+
+fig4: install  ## Fig. 4: FG retention per stage on the 8-task order (FIG4_ORDER=order4), every method vs Per-Task FT (SCALE, SEEDS)
+	$(CL_SWEEP) continual/order=$(FIG4_ORDER) hydra.sweep.dir=$(OUT)/multiruns/fig4_$(SCALE)
+	$(PY) -m taskneurons.report.continual fig4 $(OUT)/multiruns/fig4_$(SCALE) --scale $(SCALE) --order $(FIG4_ORDER) --command "$(ARTEFACT_CMD)"
 
 report: install  ## every paper artefact at SCALE (runs what is missing) -> outputs/report/README.md + one W&B run (ARTEFACTS=a,b to restrict)
 	$(PY) -m taskneurons.report all --scale $(SCALE) --seeds $(SEEDS) $(if $(ARTEFACTS),--only $(ARTEFACTS))
