@@ -227,7 +227,7 @@ def strategy_problems(cfg: Any, entry: str) -> list[str]:
     if kind in ("fsdp", "deepspeed") and devkind != "gpu":
         p.append(f"trainer={kind} needs CUDA GPUs and this machine has none (trainer.accelerator={t.get('accelerator')}); "
                  "use trainer=ddp trainer.accelerator=cpu to test on CPUs")
-    elif want > have:
+    elif want > have and (want > 1 or kind != "single"):  # one device: the paper configs compose on any machine
         what = "CUDA GPUs" if devkind == "gpu" else "CPU cores"
         p.append(f"trainer.devices={t.get('devices')} but this machine has {have} {what}; set trainer.devices<={have}")
     if kind == "single" and want > 1:
