@@ -191,3 +191,29 @@ def test_ncft_stage_changes_only_the_selected_rows(tmp_path):
     for n in before:
         if n not in ffn:
             assert torch.equal(after[n], before[n]), f"{n} is not a neuron parameter and must not change"
+
+
+# --- Table 5 / Fig. 4 aggregation on hand-made runs ---------------------------------------------
+def _run(method, order, matrix, seed=1):
+    return {"job": "continual", "method": method, "order_name": order, "order": ["a", "b", "c"], "seed": seed,
+            "matrix": matrix, "summary": {"cl": metrics.cl_average(matrix)}, "model": "m", "complete": True}
+
+
+def test_table5_and_fig4_aggregation(tmp_path):
+    from taskneurons.report.continual import fg_curves, table5, write_artefact
+
+    runs = [_run("ncft", "order1", A), _run("ncft", "order1", [[r + 10 for r in row] for row in A], seed=2),
+            _run("pertask", "order1", [[100.0, 0, 0], [100.0, 70.0, 0], [100.0, 70.0, 90.0]]),
+            _run("seqft", "order4", A)]
+    t = table5(runs)
+    rows = {r[0]: dict(zip(t["columns"], r, strict=True)) for r in t["rows"]}
+    assert rows["NCFT"]["order1"] == pytest.approx(metrics.cl_average(A) + 5, abs=0.01)  # mean over the two seeds
+    assert rows["NCFT"]["avg_std"] == rows["NCFT"]["order1"] and rows["SeqFT"]["avg_long8"] == rows["SeqFT"]["order4"]
+    curves, order = fg_curves([r for r in runs if r["seed"] == 1 and r["order_name"] == "order1"], "order1")
+    assert order == "order1" and curves["ncft"][1] == pytest.approx(60.0) and curves["pertask"][2] == pytest.approx(100.0)
+    out = write_artefact("table5", "tiny", "t", {"cl": t}, {"cl": t}, [], tmp_path, runs, ["make table5"])
+    import json
+
+    res = json.loads((out / "result.json").read_text())
+    assert {"artefact", "scale", "title", "tables", "paper", "figures", "commands", "caps", "git_sha", "model",
+            "seeds"} <= set(res) and res["seeds"] == [1, 2]

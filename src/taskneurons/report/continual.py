@@ -78,7 +78,8 @@ def table5(runs: list[dict]) -> dict:
     for m in runs:
         by_seed.setdefault(m["method"], {}).setdefault(m["order_name"], []).append(float(m["summary"]["cl"]))
     cl = {k: {o: mean(v) for o, v in d.items()} for k, d in by_seed.items()}
-    orders = [o for o in STD + LONG if any(o in v for v in cl.values())]
+    present = {o for v in cl.values() for o in v}
+    orders = [o for o in STD + LONG if o in present] + sorted(present - set(STD + LONG))  # custom orders last
     cols = ["method", *orders, "avg_std", "avg_long8"]
     rows = []
     for method in [x for x in METHOD_ORDER if x in cl] + sorted(set(cl) - set(METHOD_ORDER)):
