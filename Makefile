@@ -23,6 +23,7 @@ SEEDS ?= 1
 HYDRA_ARGS ?=
 STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
 OUT := $(or $(TASKNEURONS_OUTPUT),outputs)
+comma := ,
 ifeq ($(shell [[ "$(SEEDS)" =~ ^[1-9][0-9]*$$ ]] && echo ok),)
   $(error SEEDS=$(SEEDS) must be a whole number >= 1 (the number of seeds each cell runs over))
 endif
@@ -30,6 +31,12 @@ ifeq ($(filter $(SCALE),tiny small paper),)
   $(error SCALE=$(SCALE) must be tiny, small or paper)
 endif
 SEED_LIST := $(shell seq -s, 1 $(SEEDS))
+# make report ARTEFACTS=a,b: names from experiments/artefacts.yaml, checked before anything runs
+ARTEFACT_NAMES := $(shell sed -n 's/^- *{ *name: *\([A-Za-z0-9_]*\).*/\1/p' experiments/artefacts.yaml)
+UNKNOWN_ARTEFACTS := $(filter-out $(ARTEFACT_NAMES),$(subst $(comma), ,$(ARTEFACTS)))
+ifneq ($(UNKNOWN_ARTEFACTS),)
+  $(error unknown artefact $(UNKNOWN_ARTEFACTS): choose from $(ARTEFACT_NAMES) (experiments/artefacts.yaml))
+endif
 ARTEFACT_CMD = make $@ SCALE=$(SCALE) SEEDS=$(SEEDS)$(if $(HYDRA_ARGS), HYDRA_ARGS='$(HYDRA_ARGS)')
 # one training job per task (Table 2 trains each task alone)
 TABLE2_TASKS_tiny := [rotten_tomatoes],[bbc_topic]

@@ -38,7 +38,7 @@ def md_table(table: dict[str, Any]) -> str:
 def render_md(result: dict[str, Any]) -> str:
     out = [f"# {result['title']} ({result['scale']} scale)", "",
            f"model `{result.get('model')}`, seeds {result.get('seeds')}, git `{result.get('git_sha')}`", ""]
-    for name, table in result["tables"].items():
+    for name, table in ordered_tables(result):
         out += [f"## {name}", "", md_table(table), ""]
     paper = result.get("paper") or {}
     if paper.get("tables"):
@@ -55,12 +55,19 @@ def render_md(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def ordered_tables(result: dict[str, Any]) -> list[tuple[str, dict]]:
+    """Tables in the order the builder gave them (JSON keys are written sorted)."""
+    order = [n for n in result.get("table_order", []) if n in result["tables"]]
+    return [(n, result["tables"][n]) for n in order + sorted(set(result["tables"]) - set(order))]
+
+
 def write_result(result: dict[str, Any], out_dir: Path) -> Path:
     """Fill the common fields and write result.json + table.md atomically; returns result.json's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result.setdefault("git_sha", git_state().get("sha"))
     result.setdefault("figures", [])
     result.setdefault("commands", [])
+    result.setdefault("table_order", list(result["tables"]))
     atomic_write_text(out_dir / "table.md", render_md(result))
     atomic_write_json(out_dir / "result.json", result)
     return out_dir / "result.json"

@@ -20,7 +20,7 @@ import yaml
 
 from taskneurons import PROJECT_ROOT
 from taskneurons.errors import ConfigError
-from taskneurons.report.artefacts import SCALES, md_table, output_root, results_dir
+from taskneurons.report.artefacts import SCALES, md_table, ordered_tables, output_root, results_dir
 from taskneurons.runtime.atomic import atomic_write_text
 from taskneurons.runtime.metadata import git_state
 
@@ -87,8 +87,8 @@ def _section(name: str, st: dict, readme_dir: Path) -> list[str]:
         return out + [f"No result: `make {e['target']} SCALE=...` writes `{st['result']}`.", ""]
     r = json.loads(st["result"].read_text())
     out += [f"{r.get('title', '')} — model `{r.get('model')}`, seeds {r.get('seeds')}, git `{r.get('git_sha')}`", ""]
-    for tname, table in r.get("tables", {}).items():
-        out += [f"**ours: {tname}**", "", md_table(table), ""]
+    for tname, table in ordered_tables(r):
+        out += [f"**{tname}**", "", md_table(table), ""]
     paper = r.get("paper") or {}
     for tname, table in (paper.get("tables") or {}).items():
         out += [f"**{tname}** (model {paper.get('model')})", "", md_table(table), ""]
