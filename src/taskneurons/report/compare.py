@@ -67,7 +67,12 @@ def _diff(a: list[tuple[Run, dict]], b: list[tuple[Run, dict]]) -> tuple[stats.E
     ma = [float(np.mean(r["scores"])) for _, r in a]
     mb = [float(np.mean(r["scores"])) for _, r in b]
     if len(ma) < 2 or len(mb) < 2:
-        return stats.Estimate(float(np.mean(mb) - np.mean(ma)), None, None, len(ma) + len(mb), "single value"), None, "seeds"
+        # one side is a single run: combine the two sides' own intervals (independent, normal approximation)
+        ea = stats.cell_estimate([r["scores"] for _, r in a])
+        eb = stats.cell_estimate([r["scores"] for _, r in b])
+        d = eb.mean - ea.mean
+        half = float(np.hypot((ea.hi - ea.lo) / 2, (eb.hi - eb.lo) / 2))
+        return stats.Estimate(d, d - half, d + half, len(ma) + len(mb), "combined intervals, unpaired"), None, "unpaired"
     res = sps.ttest_ind(mb, ma, equal_var=False)
     ci = res.confidence_interval(0.95)
     return (stats.Estimate(float(np.mean(mb) - np.mean(ma)), float(ci.low), float(ci.high), len(ma) + len(mb),
