@@ -134,7 +134,9 @@ fig5: install  ## Fig. 5: task x task deactivation matrix for output_units (all/
 # --- §5 generalization (Figs. 2, 3, 6; Tables 4, 8, 9-11): python -m taskneurons.analyze aggregates ---
 GEN := experiment=generalization_$(SCALE)
 GEN_SWEEP = $(OUT)/multiruns/$@_$(SCALE)
-GEN_ARGS = $(GEN) analyze.scale=$(SCALE) analyze.seeds=[$(SEED_LIST)]
+# the aggregated tables and figures go to W&B (offline unless WANDB_MODE says otherwise); GEN_LOGGER=csv skips it
+GEN_LOGGER ?= wandb
+GEN_ARGS = $(GEN) analyze.scale=$(SCALE) analyze.seeds=[$(SEED_LIST)] logger=$(GEN_LOGGER)
 GEN_ANALYZE = TASKNEURONS_ARTEFACT_CMD="$(ARTEFACT_CMD)" $(PY) -m taskneurons.analyze
 GEN_COMMA := ,
 GEN_PROPS_tiny := 0.1,1.0

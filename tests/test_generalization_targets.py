@@ -23,9 +23,10 @@ def out_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("gen-targets")
 
 
-def make(target: str, out: Path, *extra: str) -> dict:
+def make(target: str, out: Path, *extra: str, wandb: bool = False) -> dict:
     env = {**os.environ, "TASKNEURONS_OUTPUT": str(out), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     # -o: never reinstall the virtualenv from inside the test suite
+    extra = (*extra, *([] if wandb else ["GEN_LOGGER=csv"]))  # W&B costs seconds per run: checked once (table8)
     r = subprocess.run(["make", "-o", ".venv/.install.stamp", target, "SCALE=tiny", *extra], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
@@ -40,7 +41,8 @@ def make(target: str, out: Path, *extra: str) -> dict:
 
 
 def test_table8_overlap_rises_with_the_proportion(out_root):
-    r = make("table8", out_root)
+    r = make("table8", out_root, wandb=True)
+    assert list((out_root / "results" / "table8" / "tiny" / "wandb").glob("offline-run-*/run-*.wandb"))
     t = r["tables"]["table8"]
     assert [row[0] for row in t["rows"]] == ["CLS-CLS", "CLS-GEN", "GEN-CLS", "GEN-GEN"]
     assert t["columns"][1:5] == ["ours 10%", "ours 30%", "ours 50%", "ours 100%"]
