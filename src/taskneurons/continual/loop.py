@@ -154,8 +154,10 @@ class Context:
     def state_dir(self) -> Path:
         return Path(self.state.dir)
 
-    def test(self, tasks: list[str], subset: dict[str, list[int]] | None = None) -> tuple[dict[str, dict], dict]:
-        """Evaluate ``tasks`` on their test splits (only the given example positions with ``subset``)."""
+    def test(self, tasks: list[str], subset: dict[str, list[int]] | None = None,
+             log_prefix: str | None = "eval") -> tuple[dict[str, dict], dict]:
+        """Evaluate ``tasks`` on their test splits (only the given example positions with ``subset``);
+        the per-task metrics are logged under ``log_prefix`` (None: not logged)."""
         data = {}
         for t in tasks:
             td = self.session.data[t]
@@ -163,7 +165,8 @@ class Context:
             data[t] = TaskData(td.spec, [], test)  # no training split: nothing to encode but the test set
         view = replace(self.session, data=data)
         self.model.eval()
-        return run_test(view, tasks, log_prefix="eval", logger=self.trainer_logger)
+        logger = self.trainer_logger if log_prefix else None
+        return run_test(view, tasks, log_prefix=log_prefix or "eval", logger=logger)
 
 
 def stage_steps(cfg: Any, method: Method, stage: Stage, dm: TaskDataModule) -> tuple[int, int]:
@@ -237,10 +240,12 @@ class ContinualRun:
             if done is not None:
                 method.restore(ctx, stage, done["payload"], done["row"])
                 info = {**done["info"], "replayed_from_checkpoint": True}
+                ctx.logger.offset += int(info["steps"])
             else:
                 pl.seed_everything(int(ctx.cfg.seed) + stage.index, workers=True, verbose=False)
                 method.prepare(ctx, stage)
                 info = train_stage(ctx, method, stage)
+                ctx.logger.offset += int(info["steps"])  # this stage's evaluation is logged after its training
                 payload = method.finish(ctx, stage)
                 t0 = time.perf_counter()
                 info["model_fingerprint"] = model_fingerprint(ctx.model)
@@ -251,7 +256,6 @@ class ContinualRun:
                 ctx.state.put_tensors(f"stage{stage.index}", done)
                 StageState(ctx.state, f"stage{stage.index}").drop("train_checkpoint")
                 row = done["row"]
-            ctx.logger.offset += int(info["steps"])
             self.rows.append(done["row"])
             self.infos.append(info)
             self.log_stage(stage)
@@ -300,6 +304,7 @@ class ContinualRun:
             if k in self.infos[-1]:
                 scalars[f"cl/{k}"] = float(self.infos[-1][k])
         lg.log_metrics(scalars, 0)
+        lg.save()  # flushed per stage: a killed run keeps what its finished stages logged
         from taskneurons.report.continual import save_matrix_heatmap
 
         png = save_matrix_heatmap(self.matrix(), [s.name for s in self.stages][: len(self.rows)], self.ctx.eval_tasks,

@@ -313,24 +313,24 @@ class WNCFT(NCFT):
             others.append((self.variant, "inferred" if self.identity == "oracle" else "oracle"))
             extra["compare"] = {}
             for variant, identity in others:
-                res, ex = self._evaluate(ctx, variant, identity)
+                res, ex = self._evaluate(ctx, variant, identity, log_prefix=f"compare_{variant}_{identity}")
                 extra["compare"][f"{variant}/{identity}"] = {
                     "scores": {t: r["score"] for t, r in res.items()}, **ex}
         return results, extra
 
-    def _evaluate(self, ctx, variant: str, identity: str) -> tuple[dict[str, dict], dict]:
+    def _evaluate(self, ctx, variant: str, identity: str, log_prefix: str = "eval") -> tuple[dict[str, dict], dict]:
         chosen, self.variant = self.variant, variant
         try:
-            return self._evaluate_with(ctx, identity)
+            return self._evaluate_with(ctx, identity, log_prefix)
         finally:
             self.variant = chosen
 
-    def _evaluate_with(self, ctx, identity: str) -> tuple[dict[str, dict], dict]:
+    def _evaluate_with(self, ctx, identity: str, log_prefix: str) -> tuple[dict[str, dict], dict]:
         results, extra = {}, {}
         if identity == "oracle":
             for t in ctx.eval_tasks:
                 with self.model_for(ctx, t):
-                    results[t] = ctx.test([t])[0][t]
+                    results[t] = ctx.test([t], log_prefix=log_prefix)[0][t]
             return results, extra
         vectors = {t: self.vectors[t] for t in ctx.order}
         right = total = 0
@@ -342,7 +342,7 @@ class WNCFT(NCFT):
             parts = []
             for g, idx in groups.items():
                 with self.model_for(ctx, g):
-                    parts.append(ctx.test([t], subset={t: idx})[0][t])
+                    parts.append(ctx.test([t], subset={t: idx}, log_prefix=None)[0][t])  # partial: not logged
             results[t] = combine_results(parts)
             results[t]["identity_accuracy"] = round(100 * guess.count(t) / max(len(guess), 1), 2)
             right, total = right + guess.count(t), total + len(guess)
