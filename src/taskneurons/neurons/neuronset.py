@@ -24,6 +24,7 @@ from taskneurons.runtime.atomic import (
     sha256_of,
     write_json_with_checksum,
 )
+from taskneurons.runtime.signals import STOP
 
 SCOPES = ("per_module", "global")
 FORMAT_VERSION = 1
@@ -103,18 +104,19 @@ class NeuronSet:
             for k, v in (part or {}).items():
                 tensors[f"{name}/{key_str(k)}"] = v.to(torch.float32).clone()  # no shared storage
         blob = st_save(tensors)
-        atomic_write_bytes(_with(stem, ".safetensors"), blob)
-        write_json_with_checksum(
-            _with(stem, ".json"),
-            {
-                "format_version": FORMAT_VERSION,
-                "sha256": sha256_of(blob),
-                "count": self.count(),
-                "fingerprint": self.fingerprint(),
-                "pool_sizes": {key_str(k): v for k, v in self.pool_sizes.items()},
-                "meta": self.meta,
-            },
-        )
+        with STOP.deferred():  # a stop signal waits until the tensors and their JSON are both written
+            atomic_write_bytes(_with(stem, ".safetensors"), blob)
+            write_json_with_checksum(
+                _with(stem, ".json"),
+                {
+                    "format_version": FORMAT_VERSION,
+                    "sha256": sha256_of(blob),
+                    "count": self.count(),
+                    "fingerprint": self.fingerprint(),
+                    "pool_sizes": {key_str(k): v for k, v in self.pool_sizes.items()},
+                    "meta": self.meta,
+                },
+            )
         return _with(stem, ".json")
 
     @classmethod
