@@ -54,8 +54,7 @@ class _Recorder:
         self.act_sum = {p.key: torch.zeros(p.size, dtype=torch.float32, device=device) for p in pools}
         self.n_tokens = 0
         self.handles: list = []
-        self._rows: torch.Tensor | None = None  # flat [B*T] indices of in-scope positions
-        self._example: torch.Tensor | None = None  # the example each in-scope position belongs to
+        self._rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (example, position) of in-scope tokens
         self._n_examples = 0
         self._selected: dict[Key, torch.Tensor] = {}  # in-scope activation rows of the current batch
 
@@ -67,15 +66,14 @@ class _Recorder:
     def mask(self, mask: torch.Tensor) -> None:
         """[B, T] bool mask of the positions scored in the next forward/backward."""
         self._mask = mask
-        self._rows = mask.reshape(-1).nonzero().squeeze(1)
-        self._example = torch.div(self._rows, mask.shape[1], rounding_mode="floor")
+        self._rows = mask.nonzero(as_tuple=True)  # indexing by (example, position) never copies the whole tensor
         self._n_examples = mask.shape[0]
         self._selected.clear()
 
     def _capture(self, key: Key, act: torch.Tensor) -> None:
         rows = self._rows
         with torch.no_grad():
-            picked = act.detach().reshape(-1, act.shape[-1]).index_select(0, rows).float()
+            picked = act.detach()[rows].float()  # [N, U]
             self.act_sum[key] += picked.sum(0)
         self._selected[key] = picked
         if act.requires_grad:
@@ -84,9 +82,9 @@ class _Recorder:
     def _on_grad(self, key: Key, grad: torch.Tensor) -> None:
         with torch.no_grad():
             picked = self._selected.pop(key)
-            ga = grad.reshape(-1, grad.shape[-1]).index_select(0, self._rows).float().mul_(picked)  # [N, U]
+            ga = grad[self._rows].float().mul_(picked)  # [N, U]
             if self.reduction == "abs_sum":
-                per_example = ga.new_zeros(self._n_examples, ga.shape[1]).index_add_(0, self._example, ga)
+                per_example = ga.new_zeros(self._n_examples, ga.shape[1]).index_add_(0, self._rows[0], ga)
                 self.scores[key] += per_example.abs_().sum(0)
             elif ga.shape[0]:
                 ga.abs_()
