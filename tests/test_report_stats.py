@@ -129,3 +129,24 @@ def torch_gen():
 
     g = torch.Generator().manual_seed(0)
     return lambda n: torch.rand(n, generator=g)
+
+
+def test_report_lists_artefacts_without_target_or_entry_as_missing(tmp_path, monkeypatch):
+    from taskneurons.errors import ConfigError
+    from taskneurons.report import collect
+
+    monkeypatch.setenv("TASKNEURONS_OUTPUT", str(tmp_path))
+    entries = [{"name": "table1", "target": "table1", "paper": "Table 1", "scales": ["tiny", "small"]},
+               {"name": "table9", "target": "no_such_target", "paper": "Tables 9-11", "scales": ["tiny"]},
+               {"name": "table6", "target": "table6", "paper": "Table 6", "scales": ["paper"]}]
+    status = collect.run_missing(entries, "tiny", 1, {"table1", "table6"}, run=False)
+    assert status["table9"]["status"] == "missing: no make target `no_such_target` yet"
+    assert status["table6"]["status"].startswith("not defined at tiny scale")
+    assert status["table1"]["status"] == "missing: not run (--no-run)"
+    readme = collect.write_readme(status, "tiny", entries).read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("Paper artefacts with no entry"))
+    assert "Fig. 2" in line and "Table 10" not in line and "Table 1," not in line
+    with pytest.raises(ConfigError, match="unknown artefact fig99"):
+        collect.check_request(entries, "tiny", ["fig99"], 1)
+    with pytest.raises(ConfigError, match="SEEDS=0"):
+        collect.check_request(entries, "tiny", None, 0)
