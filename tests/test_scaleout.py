@@ -14,7 +14,7 @@ from taskneurons.data import sampling
 from taskneurons.data.sampling import StepBatchSampler
 from taskneurons.runtime.distributed import strategy_problems
 from taskneurons.runtime.launchers import cpu_cores, job_threads, launch_problems, oversubscription
-from test_entrypoints import assert_fails_cleanly, run
+from test_entrypoints import run
 
 SMALL = ["model=tiny_llama", "logger=csv", "data.max_train=24", "data.max_test=6", "neurons.max_examples=12",
          "eval.cls_scorers=[loglik]", "eval.gen_max_new_tokens=4", "trainer.enable_progress_bar=false"]
@@ -97,6 +97,7 @@ def test_sweep_through_launcher_summary_failure_isolation_and_resume(tmp_path, l
     assert bad["status"] == "failed" and "data.max_test=0" in bad["error"]
     assert payload(sweep / "0" / "metrics.json")["tasks"]["rotten_tomatoes"]["n"] == 4  # ...the other one finished
     assert not (sweep / "1" / "metrics.json").exists()
+    code = json.loads((sweep / "0" / "run_meta.json").read_text())["git"]["sha"]
     threads = max(cpu_cores() // 2, 1) if launcher == "joblib" else 1  # jobs share the cores
     assert f"{threads} torch threads" in (sweep / "0" / "evaluate.log").read_text()
     if launcher != "joblib":
@@ -105,7 +106,9 @@ def test_sweep_through_launcher_summary_failure_isolation_and_resume(tmp_path, l
     r = run([*args, "data.max_test=4"])
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((sweep / "summary.json").read_text())
-    assert summary["jobs"][0]["status"] == "reused", summary
+    # results are keyed by config and code version: a commit in between (shared checkout) recomputes
+    expected = "reused" if json.loads((sweep / "0" / "run_meta.json").read_text())["git"]["sha"] == code else "completed"
+    assert summary["jobs"][0]["status"] == expected, summary
 
 
 # --- strategies -----------------------------------------------------------------------------------------
@@ -129,13 +132,6 @@ def test_strategy_configs_compose_and_say_what_cannot_run(config, overrides, nee
         assert cfg.trainer.strategy.entry == f"taskneurons.{config}"
     else:
         assert len(problems) >= 1 and any(needle in p for p in problems), problems
-
-
-@pytest.mark.e2e
-def test_strategy_that_does_not_apply_fails_in_one_line(tmp_path):
-    out = tmp_path / "run"
-    r = run(["taskneurons.evaluate", "model=tiny_llama", "task=rotten_tomatoes", "trainer=ddp", f"hydra.run.dir={out}"])
-    assert_fails_cleanly(r, out, "trainer=ddp does not apply to evaluate")
 
 
 def test_step_batch_sampler_ranks_split_each_global_batch(monkeypatch):
@@ -215,7 +211,7 @@ def test_gpu_check_dry_path_measures_every_part(tmp_path):
     r = main(["--dry", "--out", str(tmp_path)])
     doc = json.loads((tmp_path / "gpu_check_dry.json").read_text())
     assert doc["dry"] and doc["model"]["layers"] == doc["model"]["of_layers"] == 2 and r["path"].endswith("gpu_check_dry.json")
-    assert doc["attribution"]["tokens_per_s"] > 0 and doc["attribution"]["tokens"] == 4 * 2 * 48
+    assert doc["attribution"]["tokens_per_s"] > 0 and doc["attribution"]["tokens"] == 2 * 2 * 32
     ft, full = doc["neuron_ft_10pct"], doc["full_ft_adamw"]
     assert 0 < ft["trainable_params"] < 0.1 * full["trainable_params"] and ft["step_s"] > 0 and full["step_s"] > 0
     assert doc["scoring"]["loglik_s"] > 0 and doc["scoring"]["forward_s"] > 0

@@ -200,12 +200,12 @@ def run_check(dry: bool, out_dir: Path, layers: int | None = None, batch: int = 
     device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
     shape = TINY if dry else LLAMA2_7B
     if dry:
-        batch, seq = 2, 48
+        batch, seq = 2, 32
     if layers is None:
         layers = plan_layers(shape, torch.cuda.mem_get_info(device)[0], batch, seq) if use_cuda else shape["num_hidden_layers"]
     model = build_model(shape, layers, device)
     meter = Meter(device)
-    batches = sft_batches(4, batch, seq, shape["vocab_size"], device)
+    batches = sft_batches(2 if dry else 4, batch, seq, shape["vocab_size"], device)
     result: dict[str, Any] = {
         "check": "gpu_check", "dry": dry, "device": torch.cuda.get_device_name(device) if use_cuda else "cpu",
         "dtype": "bfloat16", "torch": torch.__version__, "git_sha": git_state().get("sha"),

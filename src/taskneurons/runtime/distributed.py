@@ -106,7 +106,7 @@ class JobScriptLauncher(_SubprocessScriptLauncher):
             if os.environ.get("PL_GLOBAL_SEED") is None:
                 child_env.pop("PL_GLOBAL_SEED", None)
             command = [sys.executable, "-m", self.entry, *hc.overrides.task,
-                       f"hydra.run.dir={out_dir}", "hydra.output_subdir=null",
+                       f'hydra.run.dir="{out_dir}"', "hydra.output_subdir=null",
                        f"hydra.job.name={hc.job.name}_rank{local_rank}"]
             self.procs.append(subprocess.Popen(command, env=child_env, cwd=get_original_cwd()))
 
