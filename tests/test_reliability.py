@@ -338,3 +338,23 @@ def test_deferred_signal_waits_for_the_block_then_interrupts():
     finally:
         STOP.restore()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+@pytest.mark.parametrize("entry", ["evaluate", "train", "identify"])
+def test_preemption_options_compose_and_build(entry):
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+    from taskneurons.errors import ConfigError
+    from taskneurons.runtime.app import preemption_settings
+
+    signals, requeue = preemption_settings(compose(entry))
+    assert signals == [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1] and requeue is None
+    signals, requeue = preemption_settings(compose(entry, ["preemption=slurm_requeue",
+                                                           "preemption.requeue.requeue_signal=SIGUSR2"]))
+    assert type(requeue).__name__ == "SLURMEnvironment" and requeue.auto_requeue
+    assert signals[-1] == signal.SIGUSR2  # the requeue signal is handled too
+    # an entry point whose config has no preemption group (e.g. a new one) gets the default signals
+    assert preemption_settings(OmegaConf.create({"job": "x"}))[0] == [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1]
+    with pytest.raises(ConfigError, match="preemption.signals"):
+        preemption_settings(compose(entry, ["preemption.signals=[SIGNOPE]"]))
