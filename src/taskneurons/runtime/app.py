@@ -143,7 +143,8 @@ def _interrupted(signum: int, out: Path, state: JobState | None, requeue: Any) -
         record_interrupted(out, name)
     requeued = maybe_requeue(requeue, signum)
     then = "the requeued job resumes" if requeued else "run the same command again to resume"
-    print(f"error: interrupted by {name}: finished steps and the training checkpoint are saved{where}; {then}",
+    print(f"error: interrupted by {name}: the finished steps (and a training checkpoint at the signal) are saved"
+          f"{where}; {then}",
           file=sys.stderr, flush=True)
     sys.exit(128 + int(signum))
 
