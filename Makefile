@@ -77,7 +77,7 @@ test: install  ## the whole test suite (offline, CPU, < 20 min), incl. the slow 
 test-fast: install  ## the suite without the slow SmolLM2, subprocess and fault tests
 	$(PY) -m pytest -q -m "not slow and not e2e and not faults"
 
-faults: install  ## the full fault suite: kills at 5 random points per job, bad files, failing sweep jobs, no network, full disk
+faults: install  ## the full fault suite: kills at 5 random points per job, stop signals, bad files, failing sweep jobs, no network, full disk
 	TASKNEURONS_FAULT_REPEATS=5 $(PY) -m pytest -q -m faults
 
 lint: install  ## ruff
