@@ -42,8 +42,10 @@ ARTEFACT_CMD = make $@ SCALE=$(SCALE) SEEDS=$(SEEDS)$(if $(HYDRA_ARGS), HYDRA_AR
 TABLE2_TASKS_tiny := [rotten_tomatoes],[bbc_topic]
 TABLE2_TASKS_small := [rotten_tomatoes],[bbc_topic],[bbc_title]
 TABLE2_TASKS_paper := [amazon],[qqp],[mnli],[sciqa],[e2e],[cnn]
-# Table 1 as the paper ran it: deactivate neurons of the multi-task fine-tuned model (TABLE1_MODEL=zeroshot: the base model)
+# Table 1 as the paper ran it: deactivate neurons of the multi-task fine-tuned model (TABLE1_MODEL=zeroshot: the base model).
+# HYDRA_ARGS go to both steps (data/task caps); TABLE1_FT_ARGS to the fine-tuning step only (e.g. optim.max_steps=6)
 TABLE1_MODEL ?= multitask
+TABLE1_FT_ARGS ?=
 MODEL_tiny := tiny_llama
 MODEL_small := smollm2_135m
 MODEL_paper := llama2_7b
@@ -99,13 +101,13 @@ ifeq ($(TABLE1_MODEL),zeroshot)
 	  hydra.sweep.dir=$(T1)/zeroshot 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
 else
 	$(PY) -m taskneurons.train --multirun experiment=table1_finetune_$(SCALE) seed=$(SEED_LIST) \
-	  hydra.sweep.dir=$(T1)/finetune 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
+	  hydra.sweep.dir=$(T1)/finetune 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS) $(TABLE1_FT_ARGS)
 	$(PY) -m taskneurons.evaluate --multirun experiment=table1_$(SCALE) seed=$(SEED_LIST) model.source=hub \
 	  '++model.hf_id=$(abspath $(T1))/finetune/seed$${seed}/model' model.name=$(MODEL_$(SCALE))_multitask neurons.reuse=false \
 	  hydra.sweep.dir=$(T1)/multitask 'hydra.sweep.subdir=seed$${seed}' $(HYDRA_ARGS)
 endif
 	$(PY) -m taskneurons.report table1 $(T1)/$(TABLE1_MODEL) --scale $(SCALE) --seeds $(SEED_LIST) \
-	  --variant $(TABLE1_MODEL) --command "$(ARTEFACT_CMD) TABLE1_MODEL=$(TABLE1_MODEL)"
+	  --variant $(TABLE1_MODEL) --command "$(ARTEFACT_CMD) TABLE1_MODEL=$(TABLE1_MODEL)$(if $(TABLE1_FT_ARGS), TABLE1_FT_ARGS='$(TABLE1_FT_ARGS)')"
 
 table6: install  ## Table 6: the same on Bloom-7b1 (paper scale only; zero-shot model unless model.hf_id says otherwise)
 	$(PY) -m taskneurons.evaluate --multirun experiment=table6_paper seed=$(SEED_LIST) \
