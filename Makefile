@@ -138,7 +138,9 @@ GEN := experiment=generalization_$(SCALE)
 GEN_SWEEP = $(OUT)/multiruns/$@_$(SCALE)
 # the aggregated tables and figures go to W&B (offline unless WANDB_MODE says otherwise); GEN_LOGGER=csv skips it
 GEN_LOGGER ?= wandb
-GEN_ARGS = $(GEN) analyze.scale=$(SCALE) analyze.seeds=[$(SEED_LIST)] logger=$(GEN_LOGGER)
+# the stored neuron sets the analyses read are those of the first seed (the sweeps' jobs then reuse them)
+GEN_SEED1 = $(firstword $(subst $(GEN_COMMA), ,$(SEED_LIST)))
+GEN_ARGS = $(GEN) seed=$(GEN_SEED1) analyze.scale=$(SCALE) analyze.seeds=[$(SEED_LIST)] logger=$(GEN_LOGGER)
 GEN_ANALYZE = TASKNEURONS_ARTEFACT_CMD="$(ARTEFACT_CMD)" $(PY) -m taskneurons.analyze
 GEN_COMMA := ,
 GEN_PROPS_tiny := 0.1,1.0
@@ -167,7 +169,7 @@ T9_RUN = $(PY) -m taskneurons.train --multirun $(GEN) neurons=controlled $(T9_$(
 T9_gen-cls := train_tasks=[sciqa,e2e,cnn] 'task=[sciqa,e2e,cnn,sst2,paws,gptnli]' neurons.controlled.test_tasks=[sst2,paws,gptnli]
 
 gen-neurons: install  ## (used by table8/fig3) identify the 12 Table 3 tasks' neurons once per SCALE (stored, reused)
-	$(PY) -m taskneurons.identify $(GEN) 'task=$(GEN_ALL)' hydra.run.dir=$(OUT)/multiruns/gen_neurons_$(SCALE) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.identify $(GEN) 'task=$(GEN_ALL)' seed=$(GEN_SEED1) hydra.run.dir=$(OUT)/multiruns/gen_neurons_$(SCALE) $(HYDRA_ARGS)
 
 fig2: install  ## Fig. 2: CLS and GEN groups trained at 10..100 % of their task neurons, ID + OOD scores (SCALE, SEEDS)
 	$(PY) -m taskneurons.train --multirun $(GEN) +group=cls,gen neurons.proportion=$(GEN_PROPS_$(SCALE)) seed=$(SEED_LIST) \
@@ -188,7 +190,7 @@ table9: install  ## Tables 9-11: controlled overlap, trained size x overlap rate
 
 fig3: gen-neurons  ## Fig. 3: per-layer parameter similarity, one fully fine-tuned model per training task (SCALE)
 	$(PY) -m taskneurons.train --multirun $(GEN) intervention=finetune_full save_model=true 'task=$(FIG3_TASKS)' \
-	  seed=$(firstword $(subst $(GEN_COMMA), ,$(SEED_LIST))) hydra.sweep.dir=$(OUT)/multiruns/fig3_$(SCALE) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	  seed=$(GEN_SEED1) hydra.sweep.dir=$(OUT)/multiruns/fig3_$(SCALE) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(GEN_ANALYZE) similarity $(GEN_ARGS) analyze.artefact=fig3 analyze.sweep_dir=$(OUT)/multiruns/fig3_$(SCALE)
 
 table4: fig3  ## Table 4: Pearson / Spearman (p-values) of similarity vs OOD score over the fig3 models

@@ -308,3 +308,27 @@ def test_bad_analyze_and_controlled_inputs_exit_2_before_a_model_loads(tmp_path)
     assert_fails_cleanly(r, tmp_path / "b", "outside N_y")
     r = run(["taskneurons.analyze", "nonsense"])
     assert r.returncode == 2 and "first argument must be a command" in r.stderr
+
+
+def test_proportion_sweeps_aggregate_means_over_seeds_and_the_training_type_mean():
+    from taskneurons.analyze.proportions import fig2_table, fig6_table, trend
+
+    groups = {"train_cls": ["amazon", "qqp"], "train_gen": ["sciqa"], "ood_cls": ["sst2"], "ood_gen": ["xsum"]}
+
+    def job(train, p, seed, idc, oodc, oodg, idg=None):
+        summary = {"in_domain_cls": idc, "out_of_domain_cls": oodc, "out_of_domain_gen": oodg}
+        if idg is not None:
+            summary = {"in_domain_gen": idg, "out_of_domain_cls": oodc, "out_of_domain_gen": oodg}
+        tasks = {t: {"score": 10.0 * p + seed} for t in train}
+        return {"job": "train", "neurons": "task", "train_tasks": train, "proportion": p, "seed": seed, "summary": summary, "tasks": tasks}
+
+    jobs = [job(["qqp", "amazon"], 0.1, 1, 60.0, 50.0, 5.0), job(["amazon", "qqp"], 0.1, 2, 70.0, 52.0, 7.0),
+            job(["amazon", "qqp"], 0.5, 1, 80.0, 60.0, 6.0), job(["sciqa"], 0.5, 1, None, 40.0, 20.0, idg=30.0),
+            {"job": "train", "neurons": "random", "train_tasks": ["amazon", "qqp"], "proportion": 0.1}]
+    t = fig2_table(jobs, groups)
+    assert t["CLS-trained"][0.1] == {"ID-CLS": 65.0, "OOD-CLS": 51.0, "ID-GEN": None, "OOD-GEN": 6.0, "mean": 58.0}
+    assert t["GEN-trained"][0.5]["mean"] == 25.0 and t["GEN-trained"][0.5]["ID-CLS"] is None
+    f6 = fig6_table([job(["sciqa"], p, s, None, 0, 0, idg=0) for p in (0.1, 1.0) for s in (1, 2)])
+    assert f6 == {"sciqa": {0.1: 2.5, 1.0: 11.5}}
+    assert trend([1, 2, 3]) == "rises monotonically" and trend([1, 3, 2]) == "peaks at point 2 of 3"
+    assert trend([3, 2, 1]) == "falls monotonically" and trend([None, 1]) == "n/a"
