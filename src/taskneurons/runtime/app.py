@@ -34,7 +34,7 @@ from taskneurons.runtime.atomic import (
     cleanup_temp_files,
     write_json_with_checksum,
 )
-from taskneurons.runtime.distributed import is_global_zero
+from taskneurons.runtime.distributed import is_global_zero, rank_zero_key
 from taskneurons.runtime.metadata import run_metadata
 from taskneurons.runtime.resume import JobState, config_key
 from taskneurons.runtime.signals import STOP, STOP_SIGNALS, Interrupted, as_signal, maybe_requeue, signal_name
@@ -68,7 +68,7 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
     meta = run_metadata(int(cfg.seed), str(cfg.job))
     try:
         resolved = OmegaConf.to_yaml(cfg, resolve=True)
-        key = config_key(cfg)
+        key = rank_zero_key(config_key(cfg))
     except Exception as e:  # an interpolation that cannot resolve is a config error too
         return _fail(ConfigError(f"config does not resolve: {e}"))
     meta["config_key"] = key

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # what the launcher sets in the parent while the children run; restored after, so the next job of a
 # sequential sweep in this process does not think it is a rank of the previous one
 _DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_KEY_ENV = "TASKNEURONS_RANK0_STATE_KEY"
 # strategy kinds by the entry points that accept them (evaluate runs on one device)
 APPLIES_TO = {"ddp": ("train", "identify"), "fsdp": ("train",), "deepspeed": ("train",)}
 
@@ -43,6 +44,15 @@ def global_rank() -> int:
 
 def is_global_zero() -> bool:
     return global_rank() == 0
+
+
+def rank_zero_key(key: str) -> str:
+    """The job's state key, as rank 0 computed it: the ranks start later and must not key their state
+    differently (the code version is part of the key, and a commit may land in between)."""
+    if is_global_zero():
+        os.environ[_KEY_ENV] = key  # inherited by the ranks this process starts
+        return key
+    return os.environ.get(_KEY_ENV, key)
 
 
 def world_size() -> int:
