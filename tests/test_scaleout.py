@@ -88,7 +88,8 @@ def test_sweep_through_launcher_summary_failure_isolation_and_resume(tmp_path, l
     sweep = tmp_path / "sweep"
     args = ["taskneurons.evaluate", "--multirun", f"hydra/launcher={launcher}", *extra, "model=tiny_gpt2",
             "task=rotten_tomatoes", "logger=csv", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"]
-    r = run([*args, "data.max_test=4,0"])
+    env = {"TASKNEURONS_OUTPUT": str(tmp_path / "outputs")}  # its own state: nothing reused from other tests
+    r = run([*args, "data.max_test=4,0"], env=env)
     assert r.returncode != 0  # the failed job is reported...
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["counts"] == {"completed": 1, "failed": 1}, summary
@@ -103,7 +104,7 @@ def test_sweep_through_launcher_summary_failure_isolation_and_resume(tmp_path, l
     if launcher != "joblib":
         return  # resume is the job's own (outputs/state/), whatever the launcher: checked once, under joblib
     # the same sweep again: the finished job is reused from its state, not recomputed
-    r = run([*args, "data.max_test=4"])
+    r = run([*args, "data.max_test=4"], env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((sweep / "summary.json").read_text())
     # results are keyed by config and code version: a commit in between (shared checkout) recomputes
