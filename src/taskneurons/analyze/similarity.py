@@ -27,9 +27,15 @@ OPTIONS = ("masked", "flattened")
 LAYER_REDUCE = ("concat", "mean")
 
 
-def pool_terms(units: torch.Tensor, a: torch.Tensor, b: torch.Tensor, option: str) -> tuple[float, float, float]:
+def row_norms(units: torch.Tensor) -> torch.Tensor:
+    """‖w_u‖² of every unit, in float64 (computed once per pool, shared by every pair of sets)."""
+    return units.double().pow(2).sum(1)
+
+
+def pool_terms(units: torch.Tensor, a: torch.Tensor, b: torch.Tensor, option: str,
+               norms: torch.Tensor | None = None) -> tuple[float, float, float]:
     """(dot, |P_a|², |P_b|²) of one pool's unit-parameter matrix ``units`` [n, d] under sets a and b."""
-    norms = units.double().pow(2).sum(1)
+    norms = row_norms(units) if norms is None else norms
     na, nb = float(norms[a].sum()), float(norms[b].sum())
     if option == "masked":
         both = a[torch.isin(a, b)]
@@ -37,7 +43,7 @@ def pool_terms(units: torch.Tensor, a: torch.Tensor, b: torch.Tensor, option: st
     if a.numel() != b.numel():
         raise ConfigError(f"analyze.similarity=flattened needs the same number of neurons per pool ({a.numel()} vs {b.numel()}); "
                           "use neurons.scope=per_module, or analyze.similarity=masked")
-    return float((units[a].double() * units[b].double()).sum()), na, nb
+    return float((units[a].double() * units[b].double()).sum()), na, nb  # only the selected rows are copied
 
 
 def cosine(dot: float, na: float, nb: float) -> float:
@@ -45,8 +51,8 @@ def cosine(dot: float, na: float, nb: float) -> float:
 
 
 def layer_similarity(pools: list[tuple[Key, torch.Tensor]], sa: NeuronSet, sb: NeuronSet, option: str,
-                     reduce: str = "concat") -> float:
-    terms = [pool_terms(u, sa.indices[k], sb.indices[k], option) for k, u in pools]
+                     reduce: str = "concat", norms: dict[Key, torch.Tensor] | None = None) -> float:
+    terms = [pool_terms(u, sa.indices[k], sb.indices[k], option, (norms or {}).get(k)) for k, u in pools]
     if reduce == "concat":
         return cosine(sum(t[0] for t in terms), sum(t[1] for t in terms), sum(t[2] for t in terms))
     return sum(cosine(*t) for t in terms) / len(terms)
@@ -72,9 +78,10 @@ def model_similarity(weights: SavedWeights, own: NeuronSet, tests: dict[str, Neu
     out: dict[str, list[float]] = {t: [] for t in tests}
     for layer in layers:
         pools = list(unit_params(weights, layer, definition))
+        norms = {k: row_norms(u) for k, u in pools}
         for t, s in tests.items():
-            out[t].append(layer_similarity(pools, own, s, option, reduce))
-        del pools
+            out[t].append(layer_similarity(pools, own, s, option, reduce, norms))
+        del pools, norms
     return out
 
 
