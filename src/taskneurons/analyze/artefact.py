@@ -72,7 +72,10 @@ def job_caps(config_yaml: Path) -> dict[str, Any]:
 
 
 def this_command() -> str:
-    return "python -m taskneurons.analyze " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    args = list(sys.argv[1:])
+    if args and args[0].startswith("command="):  # put back as the user typed it: the command comes first
+        args[0] = args[0].split("=", 1)[1]
+    return "python -m taskneurons.analyze " + " ".join(shlex.quote(a) for a in args)
 
 
 def write_artefact(out_dir: Path, *, artefact: str, scale: str, title: str, tables: dict[str, dict],
