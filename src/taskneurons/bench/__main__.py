@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="*", default=ALL, choices=ALL)
     ap.add_argument("--models", nargs="*", default=["smollm2_135m", "mid_llama"])
+    ap.add_argument("--jobs", type=int, default=1, help="memory benchmarks: fresh processes run side by side")
     ap.add_argument("--ft-worker", choices=["full", "neurons"], help=argparse.SUPPRESS)
     ap.add_argument("--task-worker", nargs="+", metavar=("JOB", "TASK"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     models = load_models(args.models) if any(n in IN_PROCESS for n in args.only) else {}
     for name in args.only:
         if name == "identify_memory":
-            results = memory.bench_identify_memory()
+            results = memory.bench_identify_memory(args.jobs)
         elif name == "neuron_ft_memory":
             results = memory.bench_neuron_ft_memory(args.models)
         elif name == "continual":
