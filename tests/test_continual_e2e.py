@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 METHODS = ["seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl"]
 ORDER = "continual.order=[cl_dbpedia,cl_amazon,cl_yahoo]"
 # the benchmark's fourth task (cl_agnews) stays in: it is evaluated after every stage though never trained
-TINY = ["taskneurons.continual", "continual/scale=tiny", ORDER, "data.max_test=4", "optim.max_steps=2", "optim.lr=1e-2",
+TINY = ["taskneurons.continual", "continual/scale=tiny", ORDER, "data.max_test=3", "optim.max_steps=2", "optim.lr=1e-2",
         "checkpoint_every=1", "continual.wncft.task_identity=inferred"]
 # resumable state is keyed by the code version (git sha); other engineers committing between the killed run
 # and its resumption would change it, so these runs see no git repository (the key then has no sha)
@@ -32,7 +32,7 @@ NO_GIT = {"GIT_DIR": "/nonexistent-git-dir"}
 def sweep(tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("continual")
     r = run([TINY[0], "--multirun", *TINY[1:], f"continual/method={','.join(METHODS)}", f"hydra.sweep.dir={root}/sweep"],
-            env={"TASKNEURONS_OUTPUT": str(root / "out")}, timeout=600)
+            env={"TASKNEURONS_OUTPUT": str(root / "out")}, timeout=1500)  # about 2 min on an idle 2-core CPU
     assert r.returncode == 0, r.stderr[-4000:]
     runs = {}
     for p in (root / "sweep").glob("*/metrics.json"):
@@ -78,7 +78,7 @@ def _run_until(args: list[str], root: Path, run_dir: Path, pattern: str) -> bool
     env = {**os.environ, "TASKNEURONS_OUTPUT": str(root), "WANDB_MODE": "offline", **NO_GIT}
     proc = subprocess.Popen([sys.executable, "-m", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while proc.poll() is None and time.monotonic() < deadline:
         d = _state_dir(root)
         if d is not None and list(d.glob(pattern)):
@@ -99,7 +99,7 @@ def test_killed_mid_stage_and_mid_sequence_resumes_to_the_same_matrix(sweep, tmp
     state = _state_dir(root)
     assert (state / "stage0.pt.json").exists() and not (state / "stage1.pt.json").exists()
     # the same command resumes: stage 0 replayed from its checkpoint, stage 1 from its batch, stage 2 fresh
-    r = run([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(root), **NO_GIT})
+    r = run([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(root), **NO_GIT}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["matrix"] == ref["matrix"]

@@ -27,6 +27,8 @@ from taskneurons.runtime.session import open_session
 def continual_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
     problems = validate_continual(cfg) + run_dir_problems(out, meta.get("config_key"))
     order = [str(t) for t in cfg.continual.order]
+    if not problems and "name" in cfg.logger:  # the W&B run is named by what it runs, custom orders included
+        cfg.logger.name = f"continual-{cfg.continual.method.name}-{order_name(cfg)}-{cfg.model.name}"
     session = open_session(cfg, out, meta, splits=("train", "test"), need_train=order if not problems else (),
                            problems=problems)
     try:
