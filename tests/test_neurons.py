@@ -83,6 +83,26 @@ def test_attribution_matches_brute_force(tiny_model, definition, reduction, toke
     assert all(prm.grad is None for prm in model.parameters()), "attribution must not compute weight gradients"
 
 
+@pytest.mark.parametrize("reduction,token_scope", [("mean", "target"), ("sum", "all"), ("abs_sum", "target")])
+def test_micro_batches_give_the_scores_of_whole_batches(tiny_llama, reduction, token_scope):
+    """Splitting batches (peak memory follows the micro-batch) changes no score: the loss is reweighted by
+    each micro-batch's share of the target tokens and the mean divides by the whole batch's tokens."""
+    from taskneurons.neurons.attribution import split_batch
+
+    model, tok = tiny_llama
+    pools = neuron_pools(model)
+    batches = [batch_for(tok, 4, 0), batch_for(tok, 3, 2)]
+    whole = attribute(model, batches, pools, reduction, token_scope)
+    for size in (1, 2):
+        micro = attribute(model, batches, pools, reduction, token_scope, micro_batch_size=size)
+        for p in pools:
+            torch.testing.assert_close(micro[0][p.key], whole[0][p.key], rtol=1e-5, atol=1e-8)
+            torch.testing.assert_close(micro[1][p.key], whole[1][p.key], rtol=1e-5, atol=1e-8)
+    parts = split_batch(batches[0], 3)
+    assert [p["input_ids"].shape[0] for p in parts] == [3, 1]
+    assert all(bool(p["attention_mask"][:, -1].any()) for p in parts), "each part cut to its last real column"
+
+
 def test_attribution_known_answer_on_a_two_layer_linear_toy():
     """h = W1 x (pool of 5 units), L = mean_t w2·h_t: dL/dh_tu = w2_u / T, so every reduction has a
     closed form the recorder must reproduce."""

@@ -56,6 +56,7 @@ class _Recorder:
         self.handles: list = []
         self._rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (example, position) of in-scope tokens
         self._n_examples = 0
+        self._denominator = 1  # the mean's token count: the whole logical batch's, also when micro-batched
         self._selected: dict[Key, torch.Tensor] = {}  # in-scope activation rows of the current batch
 
     @property
@@ -68,7 +69,12 @@ class _Recorder:
         self._mask = mask
         self._rows = mask.nonzero(as_tuple=True)  # indexing by (example, position) never copies the whole tensor
         self._n_examples = mask.shape[0]
+        self._denominator = max(int(mask.sum()), 1)
         self._selected.clear()
+
+    def set_denominator(self, n_tokens: int) -> None:
+        """A micro-batch's |g·a| are summed and divided by the token count of its whole batch."""
+        self._denominator = max(int(n_tokens), 1)
 
     def _capture(self, key: Key, act: torch.Tensor) -> None:
         rows = self._rows
@@ -87,8 +93,8 @@ class _Recorder:
                 per_example = ga.new_zeros(self._n_examples, ga.shape[1]).index_add_(0, self._rows[0], ga)
                 self.scores[key] += per_example.abs_().sum(0)
             elif ga.shape[0]:
-                ga.abs_()
-                self.scores[key] += ga.mean(0) if self.reduction == "mean" else ga.sum(0)
+                total = ga.abs_().sum(0)
+                self.scores[key] += total / self._denominator if self.reduction == "mean" else total
 
     def attach(self, model: torch.nn.Module) -> None:
         self.attach_pools()
@@ -110,14 +116,33 @@ class _Recorder:
         self.handles.clear()
 
 
+def split_batch(batch: dict[str, torch.Tensor], size: int | None) -> list[dict[str, torch.Tensor]]:
+    """Rows [i, i + size) of a batch, each cut to its own last non-padding column (batches are right-padded)."""
+    n = batch["input_ids"].shape[0]
+    if not size or size >= n:
+        return [batch]
+    out = []
+    for i in range(0, n, size):
+        micro = {k: v[i : i + size] for k, v in batch.items()}
+        length = int(micro["attention_mask"].any(0).nonzero().max()) + 1
+        out.append({k: v[:, :length] for k, v in micro.items()})
+    return out
+
+
 def attribute(
     model: torch.nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
     pools: list[Pool],
     reduction: str = "mean",
     token_scope: str = "target",
+    micro_batch_size: int | None = None,
 ) -> tuple[dict[Key, torch.Tensor], dict[Key, torch.Tensor]]:
-    """Relevance scores and mean activations of every unit of every pool, in fp32 on the CPU."""
+    """Relevance scores and mean activations of every unit of every pool, in fp32 on the CPU.
+
+    ``micro_batch_size`` splits each batch for the forward/backward (peak memory follows the micro-batch)
+    without changing the scores: each micro-batch's loss is weighted by its share of the batch's target
+    tokens, so gradients are those of the whole batch, and the mean divides by the whole batch's tokens.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"neurons.reduction='{reduction}' must be one of {', '.join(REDUCTIONS)}")
     if token_scope not in TOKEN_SCOPES:
@@ -133,10 +158,17 @@ def attribute(
     try:
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            rec.mask = scope_mask(batch, token_scope)
-            rec.n_tokens += int(rec.mask.sum())
-            with torch.enable_grad():
-                target_only_loss(model, batch).backward()
+            in_scope = int(scope_mask(batch, token_scope).sum())
+            targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            rec.n_tokens += in_scope
+            for micro in split_batch(batch, micro_batch_size):
+                micro_targets = int((micro["labels"][:, 1:] != IGNORE_INDEX).sum())
+                if micro_targets == 0:
+                    continue  # no loss, no gradient: nothing to score here
+                rec.mask = scope_mask(micro, token_scope)
+                rec.set_denominator(in_scope)
+                with torch.enable_grad():
+                    (target_only_loss(model, micro) * (micro_targets / targets)).backward()
     finally:
         rec.detach()
         for n, p in model.named_parameters():

@@ -20,14 +20,15 @@ def attribute_on_ranks(
     pools: list[Pool],
     reduction: str = "mean",
     token_scope: str = "target",
+    micro_batch_size: int | None = None,
 ) -> tuple[dict[Key, torch.Tensor], dict[Key, torch.Tensor]]:
     """``attribute`` over all ``batches``, each rank computing its shard; same return value on every rank."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return attribute(model, batches, pools, reduction, token_scope)
+        return attribute(model, batches, pools, reduction, token_scope, micro_batch_size)
     rank, world = dist.get_rank(), dist.get_world_size()
     shard = list(batches)[rank::world]
-    scores, means = attribute(model, shard, pools, reduction, token_scope)
+    scores, means = attribute(model, shard, pools, reduction, token_scope, micro_batch_size)
     n_local = float(sum(int(scope_mask(b, token_scope).sum()) for b in shard))
     keys = list(scores)
     sizes = [scores[k].numel() for k in keys]

@@ -46,7 +46,7 @@ def validate_neurons_config(n: Any, model_name: str | None = None) -> list[str]:
                          ("reduction", REDUCTIONS), ("token_scope", TOKEN_SCOPES), ("split", ("train", "test"))):
         if n.get(key) not in allowed:
             p.append(f"neurons.{key}='{n.get(key)}' must be one of {', '.join(allowed)}")
-    for key in ("max_examples", "batch_size", "control_seeds"):
+    for key in ("max_examples", "batch_size", "micro_batch_size", "control_seeds"):
         if n.get(key) is not None and int(n[key]) < 1:
             p.append(f"neurons.{key}={n[key]} must be >= 1")
     matrices = n.get("matrices", "all")
@@ -128,7 +128,8 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         scores, means = donor.scores, donor.means
         info["source"] = f"re-selected from {existing[0].name}"
     else:
-        scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope)
+        scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope,
+                                    ncfg.get("micro_batch_size"))
         info["source"] = "attribution"
         info["attribution_seconds"] = round(time.perf_counter() - t0, 2)
         info["attribution_examples"] = sum(int(b["input_ids"].shape[0]) for b in batches)
