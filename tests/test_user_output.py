@@ -52,3 +52,15 @@ def test_evaluate_prints_progress_and_no_library_chatter(tmp_path):
     assert any("deactivate bbc_topic's task neurons, evaluate 2 tasks" in s for *_, s in steps)
     for chatter in ("GPU available", "TPU available", "Tip:", "LeafSpec", "anonymous setting"):
         assert chatter not in shown, f"'{chatter}' printed:\n{shown[-2000:]}"
+
+
+def test_memory_benchmark_workers_measure_both_sides(tmp_path):
+    """The identification / evaluation sides of `make bench`'s memory benchmark run and report a peak
+    (on a tiny model here; the benchmark itself runs SmolLM2 with the demo's caps)."""
+    from taskneurons.bench.memory import task_worker
+
+    extra = ("model=tiny_llama", "neurons.max_examples=4", "data.max_test=3", "eval.gen_max_new_tokens=2")
+    for job in ("identify", "evaluate"):
+        row = task_worker(job, ["rotten_tomatoes", "bbc_title"], extra)
+        assert row["tasks"] == ["rotten_tomatoes", "bbc_title"]
+        assert row["peak_rss_mb"] >= row["rss_after_loading_mb"] > 0 and row["peak_extra_mb"] >= 0

@@ -29,14 +29,15 @@ def _measure(work) -> dict[str, float]:
     return {"peak_rss_mb": round(peak, 1), "peak_extra_mb": round(peak - base, 1), "rss_after_loading_mb": round(base, 1)}
 
 
-def demo_session(job: str, tasks: list[str], out: str):
-    """The demo's configuration (SmolLM2, its caps) for ``tasks``, opened as the entry point opens it."""
+def demo_session(job: str, tasks: list[str], out: str, extra: tuple[str, ...] = ()):
+    """The demo's configuration (SmolLM2, its caps) for ``tasks``, opened as the entry point opens it
+    (``extra`` overrides, e.g. a tiny model for the benchmark's own test)."""
     from hydra import compose, initialize_config_dir
 
     from taskneurons.runtime.session import open_session
 
     overrides = ["experiment=demo", "logger=none", f"task=[{','.join(tasks)}]", "neurons.reuse=false",
-                 f"paths.output_root={out}", "trainer.enable_progress_bar=false"]
+                 f"paths.output_root={out}", "trainer.enable_progress_bar=false", *extra]
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         # the demo is an evaluate job: its config (and caps) serve both sides
         cfg = compose(config_name="evaluate", overrides=overrides)
@@ -44,13 +45,13 @@ def demo_session(job: str, tasks: list[str], out: str):
     return open_session(cfg, PROJECT_ROOT / out, {}, splits=splits)
 
 
-def task_worker(job: str, tasks: list[str]) -> dict[str, Any]:
+def task_worker(job: str, tasks: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Identification or zero-shot evaluation of ``tasks`` with the demo's caps, in this process."""
     from taskneurons.eval.loop import run_test
     from taskneurons.neurons.identify import identify_task
 
     with tempfile.TemporaryDirectory() as out:
-        session = demo_session(job, tasks, out)
+        session = demo_session(job, tasks, out, extra)
         if job == "identify":
             pools = neuron_pools(session.model, session.cfg.neurons.definition)
 
