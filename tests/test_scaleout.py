@@ -220,3 +220,13 @@ def test_gpu_check_dry_path_measures_every_part(tmp_path):
     assert layer_params(LLAMA2_7B) == 202_383_360
     assert plan_layers(LLAMA2_7B, 139 * 2**30, 4, 512) == 32
     assert 1 <= plan_layers(LLAMA2_7B, 24 * 2**30, 4, 512) < 32
+
+
+def test_continual_refuses_a_distributed_strategy_in_one_line():
+    from conftest import compose
+    from taskneurons.runtime.distributed import strategy_problems
+
+    cfg = compose("continual", overrides=["continual/scale=tiny", "trainer=ddp"])
+    assert strategy_problems(cfg, "continual") == [
+        "trainer=ddp does not apply to continual (ddp is for train, identify); use trainer=default"]
+    assert strategy_problems(compose("continual", overrides=["continual/scale=tiny"]), "continual") == []

@@ -19,13 +19,16 @@ from taskneurons.continual.methods import build_method
 from taskneurons.continual.orders import order_name, run_dir_problems, validate_continual
 from taskneurons.report.tables import print_results
 from taskneurons.runtime.app import run_entry
+from taskneurons.runtime.distributed import strategy_problems
 from taskneurons.runtime.loggers import finish
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
 
 
 def continual_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
-    problems = validate_continual(cfg) + run_dir_problems(out, meta.get("config_key"))
+    # a stage loop over several devices is not built yet: trainer=ddp|fsdp|deepspeed is refused in one line
+    problems = (validate_continual(cfg) + run_dir_problems(out, meta.get("config_key"))
+                + strategy_problems(cfg, "continual"))
     order = [str(t) for t in cfg.continual.order]
     if not problems and "name" in cfg.logger:  # the W&B run is named by what it runs, custom orders included
         cfg.logger.name = f"continual-{cfg.continual.method.name}-{order_name(cfg)}-{cfg.model.name}"
