@@ -78,7 +78,7 @@ def _stage_fit(model, tok, batches, mode: str, nset: NeuronSet | None, pools) ->
         for p in model.parameters():
             p.requires_grad_(True)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         max_epochs=1, accelerator="cpu", devices=1)
+                         max_epochs=1, accelerator="cpu", devices=1, callbacks=callbacks)
     model.train()
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     model.eval()
