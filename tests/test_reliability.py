@@ -203,6 +203,11 @@ def test_gated_and_unknown_models_say_why_and_how(tmp_path, monkeypatch):
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
         monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        # huggingface_hub reads HF_HUB_OFFLINE once, at import (earlier tests import it offline): go online
+        # for this test only
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         gated = hub_problem("gated-org/big-model", "model", None, "model.hf_id", "set model.hf_id=DIR")
         assert gated.startswith("model.hf_id: hub model 'gated-org/big-model' cannot be downloaded: it is gated")
         assert "huggingface-cli login" in gated and "/gated-org/big-model" in gated
