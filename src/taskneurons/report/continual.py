@@ -21,21 +21,13 @@ import yaml  # noqa: E402
 
 from taskneurons import PROJECT_ROOT  # noqa: E402
 from taskneurons.continual.metrics import fg_retention  # noqa: E402
+from taskneurons.report.figures import save_figure  # noqa: E402
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text, read_json_with_checksum  # noqa: E402
 
 METHOD_ORDER = ["seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl"]
 LABEL = {"seqft": "SeqFT", "seqlora": "SeqLoRA", "olora": "O-LoRA", "ncft": "NCFT", "wncft": "W-NCFT",
          "pertask": "Per-Task FT", "mtl": "MTL", "epi": "EPI"}
 STD, LONG = ["order1", "order2", "order3"], ["order4", "order5", "order6"]
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def save_matrix_heatmap(matrix: list[list[float]], stages: list[str], tasks: list[str], path: Path, title: str) -> Path:
@@ -50,7 +42,7 @@ def save_matrix_heatmap(matrix: list[list[float]], stages: list[str], tasks: lis
             ax.text(j, i, f"{a[i, j]:.1f}", ha="center", va="center", fontsize=8, color="w" if a[i, j] < 60 else "k")
     fig.colorbar(im, ax=ax, label="score")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def load_runs(sweep: Path) -> list[dict]:
@@ -130,7 +122,7 @@ def save_fg_plot(curves: dict[str, list[float | None]], order: str, path: Path, 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _md(name: str, t: dict) -> str:

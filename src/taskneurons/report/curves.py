@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from taskneurons.report.figures import save_figure  # noqa: E402
+
 # the paper's Fig. 2 colours: ID-CLS blue, OOD-CLS orange, ID-GEN purple, OOD-GEN green, mean red
 COLORS = {"ID-CLS": "tab:blue", "OOD-CLS": "tab:orange", "ID-GEN": "tab:purple", "OOD-GEN": "tab:green",
           "mean": "tab:red"}
@@ -43,9 +45,4 @@ def save_curves(panels: list[Panel], path: Path, title: str) -> Path:
         if panel.notes:
             ax.text(0.0, -0.22, "\n".join(panel.notes), transform=ax.transAxes, fontsize=7, va="top", wrap=True)
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

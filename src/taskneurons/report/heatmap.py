@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from taskneurons.report.figures import save_figure  # noqa: E402
+
 
 def save_change_heatmaps(change: dict[str, dict[str, dict[str, float]]], tasks: list[str], path: Path, title: str) -> Path:
     """One panel per set kind (task, random); rows = whose neurons, columns = evaluated task."""
@@ -35,9 +37,4 @@ def save_change_heatmaps(change: dict[str, dict[str, dict[str, float]]], tasks: 
                     ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8, color=color)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="score change (points)")
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")  # written whole, then renamed
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
