@@ -15,13 +15,13 @@ from statistics import mean
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
 from taskneurons.analyze.controlled import check_controlled, controlled_set
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.eval.loop import resumable_test
+from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
@@ -203,23 +203,6 @@ def domain_summary(results: dict[str, dict]) -> dict[str, float]:
             if s:
                 out[f"{name}_{short}"] = round(mean(s), 2)
     return out
-
-
-class LossRecorder(pl.Callback):
-    """Keeps the training losses (the first and last few are reported)."""
-
-    def __init__(self):
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.losses.append(float(torch.as_tensor(loss).detach()))
-
-    def first(self, n: int = 5) -> float | None:
-        return round(mean(self.losses[:n]), 4) if self.losses else None
-
-    def last(self, n: int = 5) -> float | None:
-        return round(mean(self.losses[-n:]), 4) if self.losses else None
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

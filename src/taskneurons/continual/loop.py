@@ -26,6 +26,7 @@ from taskneurons.continual.metrics import summarize
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.data.loading import TaskData
 from taskneurons.eval.loop import run_test
+from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.models.loss import target_only_loss
@@ -110,15 +111,6 @@ class ContinualModule(CausalLMModule):
         return loss
 
 
-class Losses(pl.Callback):
-    def __init__(self):
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.losses.append(float(torch.as_tensor(loss).detach()))
-
-
 @dataclass
 class Context:
     """What a method sees: the session (model, tokenizer, data), the order and the evaluation."""
@@ -190,7 +182,7 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     sstate = StageState(ctx.state, f"stage{stage.index}")
     ckpt = sstate.get_tensors("train_checkpoint")
     start = int(ckpt["batches_done"]) if ckpt else 0
-    losses = Losses()
+    losses = LossRecorder()
     t0 = time.perf_counter()
     if start < n_batches:
         saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
@@ -212,15 +204,11 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
         del module.neuron_deltas  # merged; the next stage builds its own
     return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
             "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
-            "loss_first": _avg(losses.losses[:5]), "loss_last": _avg(losses.losses[-5:])}
+            "loss_first": losses.first(), "loss_last": losses.last()}
 
 
 class _AttrDict(dict):
     __getattr__ = dict.get
-
-
-def _avg(x: list[float]) -> float | None:
-    return round(mean(x), 4) if x else None
 
 
 class ContinualRun:
