@@ -141,8 +141,9 @@ def test_sigusr1_in_a_sweep_is_interrupted_in_the_summary_and_requeues_under_slu
             "seed=1,2", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env_for(tmp_path / "out", **slurm),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The lock is taken after the handler is installed and long before the first job can end (model
+    # loading follows); a fixed sleep here let a fast machine finish job 1 first (seen in CI).
     wait_for(proc, "state/evaluate/*/lock", tmp_path / "out")
-    time.sleep(0.5)  # inside the first job's evaluation
     proc.send_signal(signal.SIGUSR1)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
@@ -340,6 +341,31 @@ def test_deferred_signal_waits_for_the_block_then_interrupts():
         with pytest.raises(Interrupted):
             os.kill(os.getpid(), signal.SIGUSR1)
             time.sleep(1)  # outside a deferred block the signal interrupts at once
+    finally:
+        STOP.restore()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_a_signal_between_two_sweep_jobs_stops_the_next_job_instead_of_killing_the_sweep():
+    """Found in CI: a sweep's jobs run in one process; with the default action restored between jobs, a
+    SIGUSR1 landing there killed the process (no summary, no requeue). Now it is kept for the next job."""
+    from taskneurons.runtime.signals import STOP, Interrupted
+
+    STOP.install(["SIGUSR1"])
+    try:
+        STOP.between_jobs()
+        os.kill(os.getpid(), signal.SIGUSR1)  # would end this test process under SIG_DFL
+        time.sleep(0.05)
+        assert STOP.requested
+        STOP.install(["SIGUSR1"])  # the next job
+        with pytest.raises(Interrupted) as e:
+            STOP.check()
+        assert e.value.signum == signal.SIGUSR1
+        STOP.install(["SIGUSR1"])  # a job after a normal restore starts clean
+        STOP.restore()
+        STOP.install(["SIGUSR1"])
+        STOP.check()
+        assert not STOP.requested
     finally:
         STOP.restore()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL

@@ -79,6 +79,7 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
     STOP.install(signals)
     state = None
     try:
+        STOP.check()  # a signal that arrived between two jobs of this sweep stops this one before it starts
         state = JobState(Path(cfg.paths.output_root), str(cfg.job), key, enabled=bool(cfg.get("resume", True)))
         cached = state.get("final")
         if cached is None and not is_global_zero():
@@ -111,7 +112,10 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
                                      "(disk full or read-only? free space or set paths.output_root / hydra.run.dir)"))
         raise
     finally:
-        STOP.restore()
+        if in_multirun():
+            STOP.between_jobs()  # restored by SweepSummary.on_multirun_end
+        else:
+            STOP.restore()
     return metrics
 
 

@@ -15,6 +15,11 @@ and stops the loop with ``SIGTERMException``, a ``SystemExit`` whose code is 0 (
 job look finished). It keeps the handler that was there before, so ours still runs; run_entry maps a
 ``SIGTERMException`` to the same interrupted exit.
 
+Between the jobs of a sweep run in one process (Hydra's basic launcher) the handler stays installed and
+only records a signal (``STOP.between_jobs()``); the next job starts interrupted, so a signal that lands
+in that gap is never lost to the default action (which would kill the sweep with no summary and no
+requeue). ``SweepSummary.on_multirun_end`` restores the previous handlers.
+
 Requeue under SLURM: ``preemption.requeue`` instantiates Lightning's ``SLURMEnvironment``
 (``conf/preemption/slurm_requeue.yaml``); on its ``requeue_signal`` the job is requeued with
 ``scontrol requeue`` after its state is saved.
@@ -73,14 +78,17 @@ class StopSignals:
         self._defer = 0
         self._raised = False
         self._previous: dict[int, Any] = {}
+        self._idle = False  # between two jobs of a sweep: a signal now belongs to the next job
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
 
     def install(self, signals: Any = STOP_SIGNALS) -> None:
-        """Handle ``signals`` in this (main) thread until ``restore()``; resets any earlier request."""
-        self.signum, self._defer, self._raised = None, 0, False
+        """Handle ``signals`` in this (main) thread until ``restore()``; resets any earlier request, except
+        one that arrived between two jobs of a sweep (``between_jobs``): the job then stops at its first ``check``."""
+        pending = self.signum if self._idle else None
+        self.signum, self._defer, self._raised, self._idle = pending, 0, False, False
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread (e.g. a launcher's worker)
         for s in signals:
@@ -89,7 +97,12 @@ class StopSignals:
                 self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
 
+    def between_jobs(self) -> None:
+        """A job ended and another of the sweep may follow in this process: keep recording signals."""
+        self._idle, self._raised = True, True
+
     def restore(self) -> None:
+        self._idle = False
         if threading.current_thread() is threading.main_thread():
             for sig, previous in self._previous.items():
                 signal.signal(sig, previous if previous is not None else signal.SIG_DFL)

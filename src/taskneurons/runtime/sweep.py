@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from taskneurons.runtime.atomic import atomic_write_json
+from taskneurons.runtime.signals import STOP
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class SweepSummary(Callback):
         write_summary(Path(hc.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        STOP.restore()  # run_entry kept the stop-signal handler between the sweep's jobs
         summary = write_summary(Path(config.hydra.sweep.dir))
         failed = [j for j in summary["jobs"] if j["status"] == "failed"]
         if failed:
