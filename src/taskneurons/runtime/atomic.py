@@ -6,28 +6,40 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> str:
+    """``write(file)`` into a temp file beside ``path``, fsync, rename; returns the file's sha256.
+
+    Large payloads (training checkpoints) go straight to the file: no second copy in memory.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the writer's PID is in the name, so a later cleanup can tell a dead writer's leftovers from live work
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "w+b") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+            f.seek(0)
+            digest = _sha256_of_stream(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return digest
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write_stream(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -40,6 +52,19 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_of_stream(f: BinaryIO) -> str:
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """Read in chunks: a checkpoint's checksum never needs the whole file in memory."""
+    with open(path, "rb") as f:
+        return _sha256_of_stream(f)
 
 
 def _pid_alive(pid: int) -> bool:

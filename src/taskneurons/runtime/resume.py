@@ -30,7 +30,13 @@ import torch
 from omegaconf import OmegaConf
 
 from taskneurons import __version__
-from taskneurons.runtime.atomic import as_json, atomic_write_bytes, atomic_write_json, cleanup_temp_files
+from taskneurons.runtime.atomic import (
+    as_json,
+    atomic_write_json,
+    atomic_write_stream,
+    cleanup_temp_files,
+    sha256_of_file,
+)
 from taskneurons.runtime.metadata import git_state
 from taskneurons.runtime.signals import STOP
 
@@ -102,18 +108,14 @@ class JobState:
         if self.enabled and _rank_zero():
             write_checked_json(self._path(name), payload)
 
-    # tensors (training checkpoints): safetensors-free torch.save bytes with a sha256 sidecar
+    # tensors (training checkpoints): torch.save streamed to the file (a full model with optimizer state
+    # is GBs: no in-memory copy), with a sha256 sidecar
     def put_tensors(self, name: str, obj: Any) -> None:
         if not self.enabled or not _rank_zero():
             return
-        import io
-
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        data = buf.getvalue()
         with STOP.deferred():  # a stop signal between the two files would leave a mismatched pair
-            atomic_write_bytes(self.dir / f"{name}.pt", data)
-            write_checked_json(self.dir / f"{name}.pt.json", {"sha256": hashlib.sha256(data).hexdigest()})
+            digest = atomic_write_stream(self.dir / f"{name}.pt", lambda f: torch.save(obj, f))
+            write_checked_json(self.dir / f"{name}.pt.json", {"sha256": digest})
 
     def get_tensors(self, name: str) -> Any | None:
         if not self.enabled:
@@ -121,14 +123,11 @@ class JobState:
         blob_path, meta = self.dir / f"{name}.pt", read_checked_json(self.dir / f"{name}.pt.json")
         if meta is None or not blob_path.is_file():
             return None
-        data = blob_path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        if sha256_of_file(blob_path) != meta["sha256"]:
             log.warning("%s is damaged (checksum); starting that step again", blob_path)
             blob_path.replace(blob_path.with_name(blob_path.name + ".corrupt"))
             return None
-        import io
-
-        return torch.load(io.BytesIO(data), weights_only=False)
+        return torch.load(blob_path, map_location="cpu", weights_only=False)
 
     @contextmanager
     def lock(self, poll_seconds: float = 1.0) -> Iterator[None]:
