@@ -121,8 +121,22 @@ def check_attribution(model, batches, meter: Meter) -> dict[str, Any]:
     return {"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens, "seconds": round(seconds, 3), "peak_gb": peak}
 
 
-def check_neuron_ft(model, batch, meter: Meter, proportion: float = 0.1) -> dict[str, Any]:
+def time_training_steps(model, batch, params, lr: float, meter: Meter) -> tuple[float, float]:
+    """Seconds per AdamW step on ``params`` (after a warm-up step) and the phase's peak GB; model in train mode."""
     from taskneurons.models.loss import target_only_loss
+
+    opt = torch.optim.AdamW(params, lr=lr)
+    model.train()
+
+    def step() -> None:
+        target_only_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return meter.run(step, repeats=3)
+
+
+def check_neuron_ft(model, batch, meter: Meter, proportion: float = 0.1) -> dict[str, Any]:
     from taskneurons.neurons.neuronset import NeuronSet, random_like
     from taskneurons.neurons.pools import neuron_pools
     from taskneurons.neurons.sparse_finetune import NeuronDeltas
@@ -134,16 +148,8 @@ def check_neuron_ft(model, batch, meter: Meter, proportion: float = 0.1) -> dict
         p.requires_grad_(False)
     deltas = NeuronDeltas(pools, nset)
     deltas.attach()
-    opt = torch.optim.AdamW(deltas.parameters(), lr=1e-4)
-    model.train()
-
-    def step() -> None:
-        target_only_loss(model, batch).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     try:
-        seconds, peak = meter.run(step, repeats=3)
+        seconds, peak = time_training_steps(model, batch, deltas.parameters(), 1e-4, meter)
     finally:
         deltas.detach()
         model.eval()
@@ -151,20 +157,10 @@ def check_neuron_ft(model, batch, meter: Meter, proportion: float = 0.1) -> dict
 
 
 def check_full_ft(model, batch, meter: Meter) -> dict[str, Any]:
-    from taskneurons.models.loss import target_only_loss
-
     for p in model.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    model.train()
-
-    def step() -> None:
-        target_only_loss(model, batch).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     try:
-        seconds, peak = meter.run(step, repeats=3)
+        seconds, peak = time_training_steps(model, batch, model.parameters(), 1e-5, meter)
         out: dict[str, Any] = {"trainable_params": sum(p.numel() for p in model.parameters()),
                                "step_s": round(seconds, 4), "peak_gb": peak}
     except torch.OutOfMemoryError as e:

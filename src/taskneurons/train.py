@@ -8,14 +8,12 @@ every parameter. The trained weights are merged into an ordinary HF model (``sav
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from taskneurons.analyze.controlled import check_controlled, controlled_set
@@ -24,6 +22,7 @@ from taskneurons.eval.loop import resumable_test
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
+from taskneurons.models.fingerprint import model_fingerprint
 from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
 from taskneurons.neurons.per_task import PerTaskMasks, per_task_loader
 from taskneurons.neurons.pools import neuron_pools
@@ -183,16 +182,6 @@ def restore_trained(module: CausalLMModule, callbacks: list, ckpt: dict, losses:
         if isinstance(cb, NeuronFinetuning):
             cb.on_fit_end(None, module)  # merge, as at the end of a normal fit
     losses.losses = list(ckpt["losses"])
-
-
-@torch.no_grad()
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of every weight, in order: equal fingerprints mean bit-identical models."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def domain_summary(results: dict[str, dict]) -> dict[str, float]:

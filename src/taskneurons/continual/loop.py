@@ -9,7 +9,6 @@ same matrix as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from taskneurons.eval.loop import run_test
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
+from taskneurons.models.fingerprint import model_fingerprint
 from taskneurons.models.loss import target_only_loss
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.atomic import write_json_with_checksum
@@ -300,16 +300,6 @@ class ContinualRun:
                                   title=f"{self.header['method']} on {self.header['order_name']} ({self.header['model']})")
         if isinstance(lg.inner, WandbLogger):
             lg.inner.log_image(key="cl/accuracy_matrix", images=[str(png)], step=lg.offset)
-
-
-@torch.no_grad()
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over every weight after a stage: equal fingerprints mean bit-identical models."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _payload_bytes(payload: Any) -> int:

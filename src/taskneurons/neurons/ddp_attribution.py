@@ -8,27 +8,25 @@ the scores one process would have computed on all the batches (up to float summa
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from taskneurons.neurons.attribution import attribute, scope_mask
 from taskneurons.neurons.pools import Key, Pool
 
 
-def attribute_on_ranks(
-    model: torch.nn.Module,
-    batches: list[dict[str, torch.Tensor]],
-    pools: list[Pool],
-    reduction: str = "mean",
-    token_scope: str = "target",
-    micro_batch_size: int | None = None,
-) -> tuple[dict[Key, torch.Tensor], dict[Key, torch.Tensor]]:
-    """``attribute`` over all ``batches``, each rank computing its shard; same return value on every rank."""
+def attribute_on_ranks(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], pools: list[Pool],
+                       reduction: str = "mean", token_scope: str = "target",
+                       **options: Any) -> tuple[dict[Key, torch.Tensor], dict[Key, torch.Tensor]]:
+    """``attribute`` (same arguments) over all ``batches``, each rank computing its shard; same return
+    value on every rank."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return attribute(model, batches, pools, reduction, token_scope, micro_batch_size)
+        return attribute(model, batches, pools, reduction, token_scope, **options)
     rank, world = dist.get_rank(), dist.get_world_size()
     shard = list(batches)[rank::world]
-    scores, means = attribute(model, shard, pools, reduction, token_scope, micro_batch_size)
+    scores, means = attribute(model, shard, pools, reduction, token_scope, **options)
     n_local = float(sum(int(scope_mask(b, token_scope).sum()) for b in shard))
     keys = list(scores)
     sizes = [scores[k].numel() for k in keys]

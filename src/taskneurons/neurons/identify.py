@@ -129,7 +129,7 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         info["source"] = f"re-selected from {existing[0].name}"
     else:
         scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope,
-                                    ncfg.get("micro_batch_size"))
+                                     micro_batch_size=ncfg.get("micro_batch_size"))
         info["source"] = "attribution"
         info["attribution_seconds"] = round(time.perf_counter() - t0, 2)
         info["attribution_examples"] = sum(int(b["input_ids"].shape[0]) for b in batches)

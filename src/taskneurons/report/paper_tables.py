@@ -94,10 +94,7 @@ def table1(sweep: Path, scale: str, seeds: list[int] | None, paper_key: str = "t
             for kind in ("task", "random"):
                 recs[f"deactivate_{kind}"][t].append(m["deactivation"][kind][t][t]["per_example"])
             draws[t] += m["deactivation"]["random"][t][t].get("draw_scores", [m["deactivation"]["random"][t][t]["score"]])
-    est = {row: {t: cell(recs[row][t]) for t in tasks} for row in T1_ROWS}
-    avg = {row: avg_cell([recs[row][t] for t in tasks]) for row in T1_ROWS}
-    ours = {"columns": ["method", *tasks, "Avg"],
-            "rows": [[label, *[est[row][t].fmt() for t in tasks], avg[row].fmt()] for row, label in T1_ROWS.items()]}
+    est, avg, ours = _estimates(recs, T1_ROWS, tasks)
     pairs = {"task_vs_random": ("deactivate_task", "deactivate_random"), "task_vs_original": ("deactivate_task", "original"),
              "random_vs_original": ("deactivate_random", "original")}
     tests, test_cells = _pair_tests(pairs, recs, tasks)
@@ -162,6 +159,15 @@ def _result(artefact: str, scale: str, title: str, runs: list[Run], tasks: list[
 T2_ROWS = {"zero_shot": "Zero-shot", "train_random": "Train-Random", "train_task": "Train-Task"}
 
 
+def _estimates(recs: dict, rows: dict[str, str], tasks: list[str]) -> tuple[dict, dict, dict]:
+    """Per-cell estimates (with intervals), per-row averages over tasks, and the printed "ours" table."""
+    est = {row: {t: cell(recs[row][t]) for t in tasks} for row in rows}
+    avg = {row: avg_cell([recs[row][t] for t in tasks]) for row in rows}
+    ours = {"columns": ["method", *tasks, "Avg"],
+            "rows": [[label, *[est[row][t].fmt() for t in tasks], avg[row].fmt()] for row, label in rows.items()]}
+    return est, avg, ours
+
+
 def _t2_cell(r: Run):
     m = r.metrics
     if m.get("job") != "train" or len(m.get("train_tasks", [])) != 1 or m.get("neurons") not in ("task", "random"):
@@ -192,10 +198,7 @@ def table2(sweep: Path, scale: str, seeds: list[int] | None, paper_key: str = "t
                 row = change[kind].setdefault(t, {})
                 for j, res in run.metrics["tasks"].items():
                     row.setdefault(j, []).append(res["score"] - run.metrics["before"][j]["score"])
-    est = {row: {t: cell(recs[row][t]) for t in tasks} for row in T2_ROWS}
-    avg = {row: avg_cell([recs[row][t] for t in tasks]) for row in T2_ROWS}
-    ours = {"columns": ["method", *tasks, "Avg"],
-            "rows": [[label, *[est[row][t].fmt() for t in tasks], avg[row].fmt()] for row, label in T2_ROWS.items()]}
+    est, avg, ours = _estimates(recs, T2_ROWS, tasks)
     pairs = {"task_vs_random": ("train_task", "train_random"), "task_vs_zero_shot": ("train_task", "zero_shot"),
              "random_vs_zero_shot": ("train_random", "zero_shot")}
     tests, test_cells = _pair_tests(pairs, recs, tasks)
