@@ -64,3 +64,17 @@ def test_memory_benchmark_workers_measure_both_sides(tmp_path):
         row = task_worker(job, ["rotten_tomatoes", "bbc_title"], extra)
         assert row["tasks"] == ["rotten_tomatoes", "bbc_title"]
         assert row["peak_rss_mb"] >= row["rss_after_loading_mb"] > 0 and row["peak_extra_mb"] >= 0
+
+
+def test_a_short_fit_logs_within_its_batches_instead_of_warning_each_stage():
+    """A continual stage or a small training run has fewer batches than trainer.log_every_n_steps (10):
+    Lightning then warned once per fit; build_trainer(batches=n) lowers the interval to n."""
+    from conftest import compose
+    from taskneurons.runtime.trainer import build_trainer
+
+    cfg = compose(overrides=["model=tiny_llama"])
+    assert int(cfg.trainer.log_every_n_steps) == 10
+    assert build_trainer(cfg, None, batches=5).log_every_n_steps == 5
+    assert build_trainer(cfg, None, batches=0).log_every_n_steps == 1
+    assert build_trainer(cfg, None, batches=400).log_every_n_steps == 10
+    assert build_trainer(cfg, None).log_every_n_steps == 10

@@ -133,8 +133,8 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
         if start < n_batches:
             saver = ResumeCheckpoint(state, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
             # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler
-            trainer = build_trainer(cfg, session.logger, distributed=True, callbacks=[*callbacks, losses, saver],
-                                    max_steps=-1, max_epochs=1)
+            trainer = build_trainer(cfg, session.logger, distributed=True, batches=n_batches - start,
+                                    callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
             model.train()
             trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches))
             distributed = distributed_info(trainer)

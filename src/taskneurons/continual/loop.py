@@ -186,7 +186,8 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     t0 = time.perf_counter()
     if start < n_batches:
         saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
-        trainer = build_trainer(cfg, ctx.trainer_logger, callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+        trainer = build_trainer(cfg, ctx.trainer_logger, batches=n_batches - start, callbacks=[*callbacks, losses, saver],
+                                max_steps=-1, max_epochs=1)
         ctx.model.train()
         trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches))
     else:  # killed after training, before the stage was recorded: restore the trained state
