@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,10 @@ def test_killed_mid_stage_and_mid_sequence_resumes_to_the_same_matrix(sweep, tmp
     # the same command resumes: stage 0 replayed from its checkpoint, stage 1 from its batch, stage 2 fresh
     r = run([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(root), **NO_GIT}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    # one progress line per stage; the replayed stage says so; no per-stage Lightning warning
+    assert re.search(r"^\[1/3\] wncft: train on cl_dbpedia, evaluate 4 tasks .*reused from an earlier run", r.stdout, re.M)
+    assert re.search(r"^\[3/3\] wncft: train on cl_yahoo, evaluate 4 tasks ", r.stdout, re.M), r.stdout[-2000:]
+    assert "logging interval" not in r.stderr
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["matrix"] == ref["matrix"]
     assert [i["model_fingerprint"] for i in m["stage_info"]] == [i["model_fingerprint"] for i in ref["stage_info"]]

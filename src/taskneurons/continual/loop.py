@@ -32,6 +32,7 @@ from taskneurons.models.fingerprint import model_fingerprint
 from taskneurons.models.loss import target_only_loss
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.atomic import write_json_with_checksum
+from taskneurons.runtime.progress import JobProgress
 from taskneurons.runtime.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,11 @@ class ContinualRun:
     def run(self) -> dict[str, Any]:
         ctx, method = self.ctx, self.method
         method.setup(ctx)
+        progress = JobProgress(len(self.stages))
         for stage in self.stages:
             done = ctx.state.get_tensors(f"stage{stage.index}")
+            progress.step(f"{method.name}: train on {stage.name}, evaluate {len(ctx.eval_tasks)} tasks",
+                          reused=done is not None)
             if done is not None:
                 method.restore(ctx, stage, done["payload"], done["row"])
                 info = {**done["info"], "replayed_from_checkpoint": True}
@@ -249,6 +253,7 @@ class ContinualRun:
             self.infos.append(info)
             self.log_stage(stage)
             write_json_with_checksum(self.out / "metrics.json", self.metrics(complete=False))
+        progress.finish()
         return self.metrics(complete=True)
 
     def matrix(self) -> list[list[float]]:
