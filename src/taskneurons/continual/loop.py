@@ -9,6 +9,7 @@ same matrix as an uninterrupted one.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -187,6 +188,7 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     t0 = time.perf_counter()
     if start < n_batches:
         saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
+        ckpt = None  # the saver loads it at the start of the fit, then lets it go
         trainer = build_trainer(cfg, ctx.trainer_logger, batches=n_batches - start, callbacks=[*callbacks, losses, saver],
                                 max_steps=-1, max_epochs=1)
         ctx.model.train()
@@ -204,6 +206,12 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     if hasattr(module, "neuron_deltas"):
         del module.neuron_deltas  # merged; the next stage builds its own
+    for p in ctx.model.parameters():
+        p.grad = None  # the last step's gradients: a whole model's size for full fine-tuning
+    # The Trainer, its optimizer state and the module form reference cycles: free them before the next
+    # stage allocates its own (else two stages' optimizer states coexist for a while)
+    module = trainer = None
+    gc.collect()
     return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
             "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
             "loss_first": losses.first(), "loss_last": losses.last()}
@@ -250,6 +258,7 @@ class ContinualRun:
                 StageState(ctx.state, f"stage{stage.index}").drop("train_checkpoint")
                 row = done["row"]
             self.rows.append(done["row"])
+            payload = done = None  # written to the state; a full model's copy must not live through the next stage
             self.infos.append(info)
             self.log_stage(stage)
             write_json_with_checksum(self.out / "metrics.json", self.metrics(complete=False))

@@ -24,7 +24,9 @@ from taskneurons.runtime.signals import STOP, Interrupted
 
 
 def trainable_state(module: pl.LightningModule) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    """The trainable parameters, sharing their storage: for a checkpoint written at once (a full model's
+    copy would cost its whole size in memory for nothing)."""
+    return {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
 
 
 def load_trainable(module: pl.LightningModule, params: dict[str, torch.Tensor]) -> None:
@@ -55,6 +57,7 @@ class ResumeCheckpoint(pl.Callback):
             trainer.optimizers[0].load_state_dict(self.payload["optimizer"])
             torch.set_rng_state(self.payload["rng"])
             self.recorder.losses = list(self.payload["losses"])
+            self.payload = None  # loaded into the model and optimizer: not kept for the rest of the fit
         self._step = (self.start, torch.get_rng_state(), len(self.recorder.losses))
         self._deferring = True
         STOP.defer()  # a signal now waits for the end of the batch (see on_train_batch_end)
