@@ -203,8 +203,10 @@ CL_ORDERS_small := order1
 CL_ORDERS_paper := order1,order2,order3,order4,order5,order6
 CL_ORDERS ?= $(CL_ORDERS_$(SCALE))
 FIG4_ORDER ?= order4
+# one folder per job, <method>_<order>_seed<n> (override_dirname would nest folders at the group's "/")
+CL_SUBDIR := 'hydra.sweep.subdir=$${continual.method.name}_$${continual.named_order.name}_seed$${seed}'
 CL_SWEEP = $(PY) -m taskneurons.continual --multirun continual/scale=$(SCALE) continual/method=$(CL_METHODS) \
-	  seed=$(SEED_LIST) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	  seed=$(SEED_LIST) $(CL_SUBDIR) $(HYDRA_ARGS)
 
 table5: install  ## Table 5: CL (average accuracy after the last task) per method x order, beside the paper's (SCALE, SEEDS, CL_ORDERS)
 	$(CL_SWEEP) continual/order=$(CL_ORDERS) hydra.sweep.dir=$(OUT)/multiruns/table5_$(SCALE)

@@ -21,6 +21,7 @@ import yaml  # noqa: E402
 
 from taskneurons import PROJECT_ROOT  # noqa: E402
 from taskneurons.continual.metrics import fg_retention  # noqa: E402
+from taskneurons.report.artefacts import results_dir  # noqa: E402
 from taskneurons.report.figures import save_figure  # noqa: E402
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text, read_json_with_checksum  # noqa: E402
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--command", action="append", default=[], help="the command line(s) that made the sweep")
     args = ap.parse_args(argv)
     runs = load_runs(args.sweep_dir)
-    out = args.out or PROJECT_ROOT / "outputs" / "results" / args.kind / args.scale
+    out = args.out or results_dir(args.kind, args.scale)  # under $TASKNEURONS_OUTPUT like the runs
     commands = [*args.command, " ".join(["python -m taskneurons.report.continual", *(argv or sys.argv[1:])])]
     if args.kind == "table5":
         ours = table5(runs)
