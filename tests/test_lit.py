@@ -60,3 +60,16 @@ def test_fit_lowers_loss_and_test_loop_reports_every_task(tmp_path):
     res = module.results["toy"]
     assert res["n"] == 8 and 0 <= res["accuracy_loglik"] <= 100 and "accuracy_generate" in res
     assert len(module.samples()["toy"]) == 2
+
+
+def test_loss_recorder_first_and_last_do_not_overlap_on_a_short_run():
+    from taskneurons.lit.losses import LossRecorder
+
+    r = LossRecorder()
+    assert r.first() is None and r.last() is None
+    r.losses = [5.0, 4.0, 3.0, 2.0, 1.0]  # a 5-batch continual stage: was 3.0 and 3.0 (the same 5 batches)
+    assert (r.first(), r.last()) == (4.5, 1.5)
+    r.losses = [float(i) for i in range(20)]
+    assert (r.first(), r.last()) == (2.0, 17.0)
+    r.losses = [3.0]
+    assert (r.first(), r.last()) == (3.0, 3.0)

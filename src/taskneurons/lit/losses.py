@@ -16,8 +16,13 @@ class LossRecorder(pl.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(float(torch.as_tensor(loss).detach()))
 
+    def _window(self, n: int) -> int:
+        # at most half the run each, so that a short run's first and last means do not cover the same batches
+        return max(1, min(n, len(self.losses) // 2))
+
     def first(self, n: int = 5) -> float | None:
-        return round(mean(self.losses[:n]), 4) if self.losses else None
+        """Mean loss of the first ``n`` batches (fewer in a run shorter than 2n)."""
+        return round(mean(self.losses[: self._window(n)]), 4) if self.losses else None
 
     def last(self, n: int = 5) -> float | None:
-        return round(mean(self.losses[-n:]), 4) if self.losses else None
+        return round(mean(self.losses[-self._window(n):]), 4) if self.losses else None
