@@ -217,3 +217,25 @@ def test_table5_and_fig4_aggregation(tmp_path):
     res = json.loads((out / "result.json").read_text())
     assert {"artefact", "scale", "title", "tables", "paper", "figures", "commands", "caps", "git_sha", "model",
             "seeds"} <= set(res) and res["seeds"] == [1, 2]
+
+
+def test_wncft_normalized_equals_the_weighted_mean_unit_by_unit():
+    """The normalized rows copy single-owner units and average only shared ones: check every unit of a
+    random 3-task case against the definition (weighted mean over the tasks owning the unit)."""
+    g = torch.Generator().manual_seed(0)
+    after, sets = [], []
+    for _ in range(3):
+        idx = torch.randperm(20, generator=g)[:8].sort().values
+        sets.append(idx)
+        after.append({"0.up/up/w": {"index": idx, "values": torch.randn(8, 4, generator=g)}})
+    w = torch.softmax(torch.randn(3, generator=g), 0)
+    out = weighted_rows(after, after, w, "normalized")["0.up/up/w"]
+    assert out["index"].tolist() == sorted(set(torch.cat(sets).tolist()))
+    for row, unit in enumerate(out["index"].tolist()):
+        owned = [(float(w[k]), after[k]["0.up/up/w"]["values"][sets[k].tolist().index(unit)].double())
+                 for k in range(3) if unit in sets[k].tolist()]
+        expect = sum(s * v for s, v in owned) / sum(s for s, _ in owned)
+        if len(owned) == 1:
+            assert torch.equal(out["values"][row], owned[0][1].float())  # copied, bit for bit
+        else:
+            assert torch.allclose(out["values"][row].double(), expect, atol=1e-6)

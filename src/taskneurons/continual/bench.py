@@ -29,6 +29,7 @@ from taskneurons.continual.rows import rows_written, similarity_weights, snapsho
 from taskneurons.neurons.neuronset import NeuronSet, random_like, select_top
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
+from taskneurons.runtime.quiet import quiet_libraries
 
 PROPORTION = 0.1
 STEPS = 3
@@ -77,6 +78,7 @@ def _stage_fit(model, tok, batches, mode: str, nset: NeuronSet | None, pools) ->
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    quiet_libraries()  # the Trainer is built here directly, not through runtime.trainer.build_trainer
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          max_epochs=1, accelerator="cpu", devices=1, callbacks=callbacks)
     model.train()

@@ -97,6 +97,9 @@ def weighted_rows(after: list[Rows], before: list[Rows], weights: torch.Tensor, 
         owners = [k for k in range(len(after)) if name in after[k]]
         union = torch.unique(torch.cat([after[k][name]["index"] for k in owners]))  # sorted
         ref = after[owners[0]][name]["values"]
+        if variant == "normalized":
+            out[name] = {"index": union, "values": _normalized(after, weights, name, owners, union)}
+            continue
         num = torch.zeros((union.numel(), *ref.shape[1:]), dtype=torch.float64)
         den = torch.zeros(union.numel(), dtype=torch.float64)
         base = torch.zeros_like(num)
@@ -122,6 +125,36 @@ def weighted_rows(after: list[Rows], before: list[Rows], weights: torch.Tensor, 
             vals = base + num
         out[name] = {"index": union, "values": vals.to(ref.dtype)}
     return out
+
+
+def _normalized(after: list[Rows], weights: torch.Tensor, name: str, owners: list[int],
+                union: torch.Tensor) -> torch.Tensor:
+    """Normalized Eq. 12 for one tensor. A unit with one owner keeps that owner's values as they are (the
+    weighted mean of one value): copied, not computed, so only the shared units cost float64 arithmetic —
+    W-NCFT builds these rows for every evaluated task."""
+    ref = after[owners[0]][name]["values"]
+    positions = [torch.searchsorted(union, after[k][name]["index"]) for k in owners]
+    count = torch.zeros(union.numel(), dtype=torch.int64)
+    for pos in positions:
+        count.index_add_(0, pos, torch.ones_like(pos))
+    vals = torch.empty((union.numel(), *ref.shape[1:]), dtype=ref.dtype)
+    shared = count > 1
+    slot = torch.cumsum(shared.long(), 0) - 1  # a shared unit's row in the float64 accumulators
+    n_shared = int(shared.sum())
+    num = torch.zeros((n_shared, *ref.shape[1:]), dtype=torch.float64)
+    den = torch.zeros(n_shared, dtype=torch.float64)
+    for k, pos in zip(owners, positions, strict=True):
+        w_after = after[k][name]["values"]
+        own = ~shared[pos]
+        vals[pos[own]] = w_after[own]
+        if n_shared:
+            sh = ~own
+            s = float(weights[k])
+            num.index_add_(0, slot[pos[sh]], s * w_after[sh].double())
+            den.index_add_(0, slot[pos[sh]], torch.full((int(sh.sum()),), s, dtype=torch.float64))
+    if n_shared:
+        vals[shared] = (num / den.view(-1, *([1] * (num.dim() - 1)))).to(ref.dtype)
+    return vals
 
 
 def rows_bytes(rows: Rows) -> int:
