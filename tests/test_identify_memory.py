@@ -78,3 +78,31 @@ def test_memory_after_the_fifth_task_is_no_more_than_after_the_first(tmp_path, d
         for h in handles:
             h.remove()
     assert live_bytes[-1] <= live_bytes[0], f"live activation bytes grew with tasks: {live_bytes}"
+
+
+def test_a_finished_job_leaves_no_model_alive_for_the_next_job_of_a_sweep(tmp_path, data_dir, monkeypatch):
+    """Jobs of a sweep run one after another in one process. The trainer and module of a job refer to each
+    other, so its model waited for Python's cyclic GC: 2 of 3 jobs' models were still alive (a 7B sweep would
+    hold two models on the GPU). run_entry now collects after every job."""
+    import transformers
+
+    from conftest import compose
+    from taskneurons.runtime.app import run_entry
+    from taskneurons.train import train_job
+
+    refs: list[weakref.ref] = []
+    original = transformers.PreTrainedModel.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        refs.append(weakref.ref(self))
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "__init__", spy)
+    monkeypatch.chdir(tmp_path)
+    for seed in range(2):
+        cfg = compose("train", overrides=["model=tiny_llama", "logger=csv", "benchmark=generalization12", "task=[sst2]",
+                                          "data.max_train=16", "data.max_test=4", "optim.max_steps=2", f"seed={seed}",
+                                          f"paths.output_root={tmp_path}", "neurons.max_examples=4", "resume=false",
+                                          "eval.cls_scorers=[loglik]"])
+        assert run_entry(cfg, train_job) is not None
+        assert refs and all(r() is None for r in refs), f"after job {seed}: a model is still alive"

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import signal
 import sys
@@ -116,7 +117,19 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
             STOP.between_jobs()  # restored by SweepSummary.on_multirun_end
         else:
             STOP.restore()
+        release_job_memory()
     return metrics
+
+
+def release_job_memory() -> None:
+    """Free what the job allocated before the next job of a sweep loads its own model. A model held in a
+    reference cycle (Lightning's trainer and module refer to each other) is otherwise freed only when Python's
+    cyclic GC happens to run: measured on tiny Llama, 2 of 3 sweep jobs' models were still alive."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def preemption_settings(cfg: Any) -> tuple[list[Any], Any]:
