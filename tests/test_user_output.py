@@ -78,3 +78,14 @@ def test_a_short_fit_logs_within_its_batches_instead_of_warning_each_stage():
     assert build_trainer(cfg, None, batches=0).log_every_n_steps == 1
     assert build_trainer(cfg, None, batches=400).log_every_n_steps == 10
     assert build_trainer(cfg, None).log_every_n_steps == 10
+
+
+def test_the_printed_results_path_keeps_the_sweeps_list_values(tmp_path, capsys):
+    """Sweep folders are named by their overrides (task=[amazon,qqp]); rich read "[amazon,qqp]" as markup and
+    printed "task=/metrics.json", a path that does not exist."""
+    from taskneurons.report.tables import print_results
+
+    run_dir = tmp_path / "experiment=x,task=[amazon,sst2,paws,gptnli,tweetqa,commongen,xsum],seed=1"
+    print_results({"amazon": {"kind": "classification", "n": 8}}, "title", run_dir)
+    shown = capsys.readouterr().out
+    assert f"results: {run_dir / 'metrics.json'}" in shown.replace("\n", "")

@@ -80,7 +80,7 @@ def print_identify(metrics: dict[str, Any], out: Path) -> None:
     console.print(table)
     if len(metrics["overlap_jaccard"]) > 1:
         console.print(matrix_table(metrics["overlap_jaccard"], "overlap (Jaccard) between task sets", "", "{:.3f}"))
-    console.print(f"results: {out / 'metrics.json'}")
+    console.print(f"results: {out / 'metrics.json'}", markup=False, soft_wrap=True)  # paths hold [a,b] lists
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="identify")

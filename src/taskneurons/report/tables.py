@@ -41,7 +41,7 @@ def print_results(results: dict[str, dict[str, Any]], title: str, run_dir: Path 
     if summary:
         console.print("  ".join(f"{k}={v:.1f}" for k, v in summary.items()))
     if run_dir is not None:
-        console.print(f"results: {run_dir / 'metrics.json'}")
+        console.print(f"results: {run_dir / 'metrics.json'}", markup=False, soft_wrap=True)  # paths hold [a,b] lists
 
 
 def print_change_table(metrics: dict[str, Any], run_dir: Path | None = None) -> None:
@@ -64,7 +64,7 @@ def print_change_table(metrics: dict[str, Any], run_dir: Path | None = None) -> 
             console.print(matrix_table(mat, f"score change, rows = whose {kind} neurons are off, columns = evaluated task",
                                        "off \\ eval", "{:+.1f}"))
     if run_dir is not None:
-        console.print(f"results: {run_dir / 'metrics.json'}")
+        console.print(f"results: {run_dir / 'metrics.json'}", markup=False, soft_wrap=True)  # paths hold [a,b] lists
 
 
 def matrix_table(mat: dict[str, dict[str, float]], title: str, corner: str, fmt: str) -> Table:
