@@ -86,6 +86,6 @@ def test_the_printed_results_path_keeps_the_sweeps_list_values(tmp_path, capsys)
     from taskneurons.report.tables import print_results
 
     run_dir = tmp_path / "experiment=x,task=[amazon,sst2,paws,gptnli,tweetqa,commongen,xsum],seed=1"
-    print_results({"amazon": {"kind": "classification", "n": 8}}, "title", run_dir)
+    print_results({"amazon": {"kind": "classification", "n": 8, "score": 50.0}}, "title", run_dir)
     shown = capsys.readouterr().out
     assert f"results: {run_dir / 'metrics.json'}" in shown.replace("\n", "")
