@@ -52,7 +52,8 @@ MODEL_paper := llama2_7b
 T1 := $(OUT)/multiruns/table1_$(SCALE)
 T2 := $(OUT)/multiruns/table2_$(SCALE)
 F5 := $(OUT)/multiruns/fig5_$(SCALE)
-BY_OVERRIDES := 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
+# one folder per job named by its overrides; tn_dirname cuts a name past the file-name limit (+ a digest)
+BY_OVERRIDES := 'hydra.sweep.subdir="$${tn_dirname:$${hydra.job.override_dirname}}"'
 
 .PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4 table5 fig4 gpu-check
 

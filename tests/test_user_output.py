@@ -89,3 +89,20 @@ def test_the_printed_results_path_keeps_the_sweeps_list_values(tmp_path, capsys)
     print_results({"amazon": {"kind": "classification", "n": 8, "score": 50.0}}, "title", run_dir)
     shown = capsys.readouterr().out
     assert f"results: {run_dir / 'metrics.json'}" in shown.replace("\n", "")
+
+
+def test_sweep_folder_names_are_cut_below_the_file_name_limit_and_stay_distinct():
+    """A fig5 sweep with the README's caps named its job folder with 263 bytes: "File name too long"."""
+    from omegaconf import OmegaConf
+
+    from taskneurons.runtime.app import run_entry  # noqa: F401  (registers the resolver, as every entry point does)
+    from taskneurons.runtime.dirnames import short_dirname
+
+    assert short_dirname("seed=1,task=sst2") == "seed=1,task=sst2"
+    long_a = "benchmark=starter,data.max_test=30," + "intervention.sets=[task]," * 10 + "neurons.matrices=W2"
+    long_b = long_a.replace("W2", "W1")
+    a, b = short_dirname(long_a), short_dirname(long_b)
+    assert len(a.encode()) <= 200 and len(b.encode()) <= 200 and a != b
+    assert a.startswith("benchmark=starter,data.max_test=30,") and a == short_dirname(long_a)
+    cfg = OmegaConf.create({"name": long_a, "subdir": "${tn_dirname:${name}}"})
+    assert cfg.subdir == a

@@ -35,12 +35,14 @@ from taskneurons.runtime.atomic import (
     cleanup_temp_files,
     write_json_with_checksum,
 )
+from taskneurons.runtime.dirnames import register_resolvers
 from taskneurons.runtime.distributed import is_global_zero, rank_zero_key
 from taskneurons.runtime.metadata import run_metadata
 from taskneurons.runtime.resume import JobState, config_key
 from taskneurons.runtime.signals import STOP, STOP_SIGNALS, Interrupted, as_signal, maybe_requeue, signal_name
 
 log = logging.getLogger("taskneurons")
+register_resolvers()  # before any entry point's config is composed (sweep folder names use them)
 
 
 def run_dir() -> Path:
