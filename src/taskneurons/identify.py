@@ -18,7 +18,7 @@ from rich.table import Table
 from taskneurons.neurons.ddp_attribution import attribute_on_ranks
 from taskneurons.neurons.identify import sets_for_tasks, validate_neurons_config
 from taskneurons.neurons.pools import neuron_pools
-from taskneurons.report.tables import matrix_table
+from taskneurons.report.tables import matrix_table, print_results_path
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.distributed import (
     global_rank,
@@ -80,7 +80,7 @@ def print_identify(metrics: dict[str, Any], out: Path) -> None:
     console.print(table)
     if len(metrics["overlap_jaccard"]) > 1:
         console.print(matrix_table(metrics["overlap_jaccard"], "overlap (Jaccard) between task sets", "", "{:.3f}"))
-    console.print(f"results: {out / 'metrics.json'}", markup=False, soft_wrap=True)  # paths hold [a,b] lists
+    print_results_path(console, out)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="identify")

@@ -101,7 +101,6 @@ def weighted_rows(after: list[Rows], before: list[Rows], weights: torch.Tensor, 
             out[name] = {"index": union, "values": _normalized(after, weights, name, owners, union)}
             continue
         num = torch.zeros((union.numel(), *ref.shape[1:]), dtype=torch.float64)
-        den = torch.zeros(union.numel(), dtype=torch.float64)
         base = torch.zeros_like(num)
         filled = torch.zeros(union.numel(), dtype=torch.bool)
         for k in owners:
@@ -116,13 +115,7 @@ def weighted_rows(after: list[Rows], before: list[Rows], weights: torch.Tensor, 
                 num.index_add_(0, pos, s * (w_after - w_before))
             else:
                 num.index_add_(0, pos, s * w_after)
-                den.index_add_(0, pos, torch.full_like(pos, 1, dtype=torch.float64) * s)
-        if variant == "normalized":
-            vals = num / den.view(-1, *([1] * (num.dim() - 1)))
-        elif variant == "literal":
-            vals = num
-        else:
-            vals = base + num
+        vals = num if variant == "literal" else base + num
         out[name] = {"index": union, "values": vals.to(ref.dtype)}
     return out
 

@@ -20,6 +20,12 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def print_results_path(console: Console, run_dir: Path) -> None:
+    """The run's metrics.json, printed literally: sweep folders hold lists ("task=[a,b]") that rich would
+    otherwise read as markup and drop."""
+    console.print(f"results: {run_dir / 'metrics.json'}", markup=False, soft_wrap=True)
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
 
@@ -41,7 +47,7 @@ def print_results(results: dict[str, dict[str, Any]], title: str, run_dir: Path 
     if summary:
         console.print("  ".join(f"{k}={v:.1f}" for k, v in summary.items()))
     if run_dir is not None:
-        console.print(f"results: {run_dir / 'metrics.json'}", markup=False, soft_wrap=True)  # paths hold [a,b] lists
+        print_results_path(console, run_dir)
 
 
 def print_change_table(metrics: dict[str, Any], run_dir: Path | None = None) -> None:
@@ -64,7 +70,7 @@ def print_change_table(metrics: dict[str, Any], run_dir: Path | None = None) -> 
             console.print(matrix_table(mat, f"score change, rows = whose {kind} neurons are off, columns = evaluated task",
                                        "off \\ eval", "{:+.1f}"))
     if run_dir is not None:
-        console.print(f"results: {run_dir / 'metrics.json'}", markup=False, soft_wrap=True)  # paths hold [a,b] lists
+        print_results_path(console, run_dir)
 
 
 def matrix_table(mat: dict[str, dict[str, float]], title: str, corner: str, fmt: str) -> Table:
