@@ -371,7 +371,7 @@ def test_a_signal_between_two_sweep_jobs_stops_the_next_job_instead_of_killing_t
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
-@pytest.mark.parametrize("entry", ["evaluate", "train", "identify"])
+@pytest.mark.parametrize("entry", ["evaluate", "train", "identify", "continual", "analyze"])
 def test_preemption_options_compose_and_build(entry):
     from omegaconf import OmegaConf
 
