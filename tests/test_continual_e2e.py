@@ -42,6 +42,34 @@ def sweep(tmp_path_factory) -> dict[str, dict]:
     return runs
 
 
+def test_wncft_on_two_cpu_ranks_equals_one_process(sweep, tmp_path):
+    """trainer=ddp (2 gloo ranks): attribution split over the ranks, DDP neuron-only training, evaluation
+    tasks (and W-NCFT's inferred-identity groups) split over the ranks and gathered. Same neuron sets,
+    same trained rows (to float tolerance), same matrix as the one-process run of the sweep."""
+    import torch
+
+    run_dir = tmp_path / "ddp"
+    r = run([*TINY, "continual/method=wncft", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+             f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(tmp_path / "out")}, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    one, ddp = sweep["wncft"], json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["matrix"] == one["matrix"] and ddp["summary"] == one["summary"]
+    assert [i["identity_accuracy"] for i in ddp["stage_info"]] == [i["identity_accuracy"] for i in one["stage_info"]]
+    for a, b in zip(one["stage_info"], ddp["stage_info"], strict=True):
+        assert b["loss_first"] == pytest.approx(a["loss_first"], rel=1e-5)
+        assert b["trainable_params"] == a["trainable_params"]
+    for i in range(3):
+        rows_one = torch.load(Path(one["state_dir"]) / f"stage{i}.pt", weights_only=False)["payload"]["after"]
+        rows_ddp = torch.load(Path(ddp["state_dir"]) / f"stage{i}.pt", weights_only=False)["payload"]["after"]
+        assert rows_one.keys() == rows_ddp.keys()
+        for k in rows_one:
+            assert torch.equal(rows_ddp[k]["index"], rows_one[k]["index"]), f"stage {i} {k}: another neuron set"
+            torch.testing.assert_close(rows_ddp[k]["values"], rows_one[k]["values"], rtol=1e-5, atol=1e-7)
+    # rank 0 writes every file; rank 1 only logs
+    assert (run_dir / "__main___rank1.log").is_file() and not list(run_dir.glob("*rank1*/metrics*"))
+    assert r.stdout.count("[1/3]") == 1  # one progress line per stage, from rank 0
+
+
 def test_every_method_runs_a_three_task_order(sweep):
     assert set(sweep) == set(METHODS)
     for method, m in sweep.items():

@@ -222,11 +222,15 @@ def test_gpu_check_dry_path_measures_every_part(tmp_path):
     assert 1 <= plan_layers(LLAMA2_7B, 24 * 2**30, 4, 512) < 32
 
 
-def test_continual_refuses_a_distributed_strategy_in_one_line():
+def test_continual_takes_ddp_and_refuses_the_other_strategies_in_one_line():
     from conftest import compose
     from taskneurons.runtime.distributed import strategy_problems
 
-    cfg = compose("continual", overrides=["continual/scale=tiny", "trainer=ddp"])
-    assert strategy_problems(cfg, "continual") == [
-        "trainer=ddp does not apply to continual (ddp is for train, identify); use trainer=default"]
+    ddp = ["continual/scale=tiny", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    cfg = compose("continual", overrides=ddp)
+    assert strategy_problems(cfg, "continual") == [] and cfg.trainer.strategy.entry == "taskneurons.continual"
     assert strategy_problems(compose("continual", overrides=["continual/scale=tiny"]), "continual") == []
+    assert strategy_problems(compose("continual", overrides=["continual/scale=tiny", "trainer=fsdp"]), "continual") == [
+        "trainer=fsdp does not apply to continual (fsdp is for train); use trainer=default"]
+    (p,) = strategy_problems(compose("continual", overrides=[*ddp, "data.batch_size=3"]), "continual")
+    assert "data.batch_size=3 is the global batch and must split evenly over trainer.devices=2" in p

@@ -21,6 +21,7 @@ from taskneurons.neurons.pools import neuron_pools
 from taskneurons.report.tables import matrix_table, print_results_path
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.distributed import (
+    compute_device,
     global_rank,
     is_distributed,
     is_global_zero,
@@ -57,6 +58,7 @@ def identify_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dic
             if not is_global_zero():
                 return {"rank": global_rank()}  # rank 0 writes every file
         else:
+            session.model.to(compute_device(cfg.trainer.get("accelerator", "auto")))  # attribution on the GPU if any
             sets, infos = sets_for_tasks(session, names, pools)
         overlap = {a: {b: round(sets[a].jaccard(sets[b]), 4) for b in names} for a in names}
         metrics = {"job": "identify", "model": cfg.model.name, "seed": int(cfg.seed),

@@ -30,7 +30,13 @@ from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.report.tables import print_results, summarize
 from taskneurons.runtime.app import run_entry
 from taskneurons.runtime.atomic import atomic_write_json
-from taskneurons.runtime.distributed import distributed_info, global_rank, is_global_zero, strategy_problems
+from taskneurons.runtime.distributed import (
+    compute_device,
+    distributed_info,
+    global_rank,
+    is_global_zero,
+    strategy_problems,
+)
 from taskneurons.runtime.loggers import finish, log_results_table
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
@@ -100,6 +106,7 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
                 set_info["controlled"] = {**info, "test_tasks": list(cfg.neurons.controlled.test_tasks)}
             else:
                 if cfg.neurons.set != "all_ffn":
+                    model.to(compute_device(cfg.trainer.get("accelerator", "auto")))  # attribution on the GPU if any
                     task_sets, set_info = sets_for_tasks(session, train_names, pools)
                     reference = union_all([task_sets[t] for t in train_names])
                 # Train-Random: one draw per (training tasks, seed); SEEDS=n sweeps give n different draws

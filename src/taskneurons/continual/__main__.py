@@ -19,14 +19,21 @@ from taskneurons.continual.methods import build_method
 from taskneurons.continual.orders import order_name, run_dir_problems, validate_continual
 from taskneurons.report.tables import print_results
 from taskneurons.runtime.app import run_entry
-from taskneurons.runtime.distributed import strategy_problems
+from taskneurons.runtime.distributed import (
+    global_rank,
+    is_distributed,
+    is_global_zero,
+    run_on_ranks,
+    strategy_problems,
+)
 from taskneurons.runtime.loggers import finish
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
+from taskneurons.runtime.trainer import build_trainer
 
 
 def continual_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
-    # a stage loop over several devices is not built yet: trainer=ddp|fsdp|deepspeed is refused in one line
+    # trainer=ddp: the job starts its ranks once; every stage fits on them (fsdp/deepspeed: one line)
     problems = (validate_continual(cfg) + run_dir_problems(out, meta.get("config_key"))
                 + strategy_problems(cfg, "continual"))
     order = [str(t) for t in cfg.continual.order]
@@ -42,7 +49,15 @@ def continual_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> di
                   "seed": int(cfg.seed), "config_key": meta.get("config_key"), "state_dir": str(state.dir)}
         if header["method"] == "wncft":
             header["wncft"] = {k: str(v) for k, v in cfg.continual.wncft.items()}
-        metrics = ContinualRun(ctx, build_method(cfg), out, meta, header).run()
+        run = ContinualRun(ctx, build_method(cfg), out, meta, header)
+        if is_distributed(cfg):
+            # every rank runs the whole stage loop: training is DDP, attribution and evaluation are split
+            # over the ranks and gathered; rank 0 writes every file
+            metrics = run_on_ranks(build_trainer(cfg, None, distributed=True), lambda strategy: run.run())
+            if not is_global_zero():
+                return {"rank": global_rank()}
+        else:
+            metrics = run.run()
     finally:
         finish(session.logger)
     last = {t: {**r, "in_domain": t in order} for t, r in metrics["results"][-1].items()}

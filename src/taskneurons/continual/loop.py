@@ -10,6 +10,7 @@ same matrix as an uninterrupted one.
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -27,12 +28,12 @@ from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.data.loading import TaskData
 from taskneurons.eval.loop import run_test
 from taskneurons.lit.losses import LossRecorder
-from taskneurons.lit.module import CausalLMModule
+from taskneurons.lit.module import CausalLMModule, flat_results
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.models.fingerprint import model_fingerprint
-from taskneurons.models.loss import target_only_loss
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.atomic import write_json_with_checksum
+from taskneurons.runtime.distributed import compute_device, gather_dict, is_global_zero, shard, world_size
 from taskneurons.runtime.progress import JobProgress
 from taskneurons.runtime.trainer import build_trainer
 
@@ -103,7 +104,7 @@ class ContinualModule(CausalLMModule):
         self.regularizer = regularizer
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = target_only_loss(self.model, batch)
+        loss = self.sft_loss(batch)  # under DDP: the global batch's loss (same update as one process)
         n = batch["input_ids"].shape[0]
         if self.regularizer is not None:
             reg = self.regularizer()
@@ -149,9 +150,28 @@ class Context:
         return Path(self.state.dir)
 
     def test(self, tasks: list[str], subset: dict[str, list[int]] | None = None,
-             log_prefix: str | None = "eval") -> tuple[dict[str, dict], dict]:
+             log_prefix: str | None = "eval", local: bool = False) -> tuple[dict[str, dict], dict]:
         """Evaluate ``tasks`` on their test splits (only the given example positions with ``subset``);
-        the per-task metrics are logged under ``log_prefix`` (None: not logged)."""
+        the per-task metrics are logged under ``log_prefix`` (None: not logged).
+
+        Under ``trainer=ddp`` the tasks are split over the ranks and every rank gets every result;
+        ``local=True`` evaluates here only (a caller whose own loop is split with ``shard``)."""
+        if local or world_size() == 1:
+            return self._test(tasks, subset, log_prefix)
+        results, samples = self._test(shard(tasks), subset, None)
+        merged = gather_dict({t: (results[t], samples.get(t, [])) for t in results})
+        results = {t: merged[t][0] for t in tasks}
+        if log_prefix:
+            self.log_results(results, log_prefix)
+        return results, {t: merged[t][1] for t in tasks}
+
+    def log_results(self, results: dict[str, dict], log_prefix: str) -> None:
+        """Per-task metrics gathered from the ranks, logged once (rank 0) at this stage's step."""
+        if self.trainer_logger is not None and is_global_zero():
+            self.logger.log_metrics(flat_results(results, log_prefix), 0)
+
+    def _test(self, tasks: list[str], subset: dict[str, list[int]] | None,
+              log_prefix: str | None) -> tuple[dict[str, dict], dict]:
         data = {}
         for t in tasks:
             td = self.session.data[t]
@@ -189,8 +209,9 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     if start < n_batches:
         saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
         ckpt = None  # the saver loads it at the start of the fit, then lets it go
-        trainer = build_trainer(cfg, ctx.trainer_logger, batches=n_batches - start, callbacks=[*callbacks, losses, saver],
-                                max_steps=-1, max_epochs=1)
+        # trainer=ddp: each stage fits on the ranks the job started (runtime/distributed.py run_on_ranks)
+        trainer = build_trainer(cfg, ctx.trainer_logger, distributed=True, batches=n_batches - start,
+                                callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
         ctx.model.train()
         trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches))
     else:  # killed after training, before the stage was recorded: restore the trained state
@@ -232,8 +253,10 @@ class ContinualRun:
 
     def run(self) -> dict[str, Any]:
         ctx, method = self.ctx, self.method
+        device = compute_device(ctx.cfg.trainer.get("accelerator", "auto"))
+        ctx.model.to(device)  # task vectors and attribution run outside Lightning, where the model is
         method.setup(ctx)
-        progress = JobProgress(len(self.stages))
+        progress = JobProgress(len(self.stages), stream=None if is_global_zero() else io.StringIO())
         for stage in self.stages:
             done = ctx.state.get_tensors(f"stage{stage.index}")
             progress.step(f"{method.name}: train on {stage.name}, evaluate {len(ctx.eval_tasks)} tasks",
@@ -244,6 +267,7 @@ class ContinualRun:
                 ctx.logger.offset += int(info["steps"])
             else:
                 pl.seed_everything(int(ctx.cfg.seed) + stage.index, workers=True, verbose=False)
+                ctx.model.to(device)  # Lightning left it on the CPU after the last fit / test
                 method.prepare(ctx, stage)
                 info = train_stage(ctx, method, stage)
                 ctx.logger.offset += int(info["steps"])  # this stage's evaluation is logged after its training
@@ -254,14 +278,16 @@ class ContinualRun:
                 info.update(extra, eval_seconds=round(time.perf_counter() - t0, 2),
                             checkpoint_bytes=_payload_bytes(payload))
                 done = {"payload": payload, "row": row, "info": info}
-                ctx.state.put_tensors(f"stage{stage.index}", done)
-                StageState(ctx.state, f"stage{stage.index}").drop("train_checkpoint")
+                ctx.state.put_tensors(f"stage{stage.index}", done)  # rank 0 only (JobState)
+                if is_global_zero():
+                    StageState(ctx.state, f"stage{stage.index}").drop("train_checkpoint")
                 row = done["row"]
             self.rows.append(done["row"])
             payload = done = None  # written to the state; a full model's copy must not live through the next stage
             self.infos.append(info)
-            self.log_stage(stage)
-            write_json_with_checksum(self.out / "metrics.json", self.metrics(complete=False))
+            if is_global_zero():  # the other ranks of trainer=ddp compute the same rows and write nothing
+                self.log_stage(stage)
+                write_json_with_checksum(self.out / "metrics.json", self.metrics(complete=False))
         progress.finish()
         return self.metrics(complete=True)
 

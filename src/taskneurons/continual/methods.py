@@ -27,10 +27,12 @@ from taskneurons.continual.rows import (
     write_rows,
 )
 from taskneurons.errors import ConfigError
+from taskneurons.neurons.ddp_attribution import attribute_on_ranks
 from taskneurons.neurons.identify import control_set, identify_task, set_summary
 from taskneurons.neurons.neuronset import NeuronSet
 from taskneurons.neurons.pools import neuron_pools
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
+from taskneurons.runtime.distributed import gather_dict, shard
 
 METHODS = ("seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl")
 
@@ -237,8 +239,9 @@ class NCFT(Method):
 
     def _identify(self, ctx, task: str, store_dir: str | Path) -> NeuronSet:
         ncfg = OmegaConf.merge(self.cfg.neurons, {"store_dir": str(store_dir)})
+        # under trainer=ddp the attribution batches are split over the ranks and the scores summed
         ref, info = identify_task(ctx.model, ctx.tok, ctx.model_name, ctx.session.data[task], ncfg, self.cfg.data,
-                                  self.pools)
+                                  self.pools, attribute_fn=attribute_on_ranks)
         nset = control_set(ncfg.set, ref, self.pools, ctx.model_name, ncfg)
         self.set_info[task] = {**info, **set_summary(nset)}
         return nset
@@ -327,15 +330,14 @@ class WNCFT(NCFT):
             self.variant = chosen
 
     def _evaluate_with(self, ctx, identity: str, log_prefix: str) -> tuple[dict[str, dict], dict]:
-        results, extra = {}, {}
-        if identity == "oracle":
-            for t in ctx.eval_tasks:
-                with self.model_for(ctx, t):
-                    results[t] = ctx.test([t], log_prefix=log_prefix)[0][t]
-            return results, extra
+        # each task evaluated with its own rows; under trainer=ddp the tasks are split over the ranks
+        mine: dict[str, tuple[dict, int]] = {}  # task -> (results, examples whose task was inferred right)
         vectors = {t: self.vectors[t] for t in ctx.order}
-        right = total = 0
-        for t in ctx.eval_tasks:
+        for t in shard(ctx.eval_tasks):
+            if identity == "oracle":
+                with self.model_for(ctx, t):
+                    mine[t] = (ctx.test([t], log_prefix=None, local=True)[0][t], 0)
+                continue
             guess = features.nearest_task(self.test_features[t], vectors)
             groups: dict[str, list[int]] = {}
             for i, g in enumerate(guess):
@@ -343,11 +345,17 @@ class WNCFT(NCFT):
             parts = []
             for g, idx in groups.items():
                 with self.model_for(ctx, g):
-                    parts.append(ctx.test([t], subset={t: idx}, log_prefix=None)[0][t])  # partial: not logged
-            results[t] = combine_results(parts)
-            results[t]["identity_accuracy"] = round(100 * guess.count(t) / max(len(guess), 1), 2)
-            right, total = right + guess.count(t), total + len(guess)
-        extra["identity_accuracy"] = round(100 * right / max(total, 1), 2)
+                    parts.append(ctx.test([t], subset={t: idx}, log_prefix=None, local=True)[0][t])
+            res = combine_results(parts)
+            res["identity_accuracy"] = round(100 * guess.count(t) / max(len(guess), 1), 2)
+            mine[t] = (res, guess.count(t))
+        merged = gather_dict(mine)
+        results = {t: merged[t][0] for t in ctx.eval_tasks}
+        ctx.log_results(results, log_prefix)
+        extra = {}
+        if identity != "oracle":
+            right, total = sum(merged[t][1] for t in ctx.eval_tasks), sum(int(r["n"]) for r in results.values())
+            extra["identity_accuracy"] = round(100 * right / max(total, 1), 2)
         return results, extra
 
 

@@ -36,12 +36,15 @@ class TaskMetrics:
     example_scores: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Never synced over a process group: under trainer=ddp each rank scores whole tasks of its own
+        # (continual: tasks split over the ranks), and a sync would mix different tasks' states.
         if self.spec.is_classification:
             # One extra class stands for "generated text names no label": always wrong.
             n_cls = len(self.spec.labels) + 1
-            self.accuracy = {s: MulticlassAccuracy(num_classes=n_cls, average="micro") for s in self.scorers}
+            self.accuracy = {s: MulticlassAccuracy(num_classes=n_cls, average="micro", sync_on_compute=False)
+                             for s in self.scorers}
         else:
-            self.rouge = ROUGEScore(rouge_keys="rougeL", accumulate="best")
+            self.rouge = ROUGEScore(rouge_keys="rougeL", accumulate="best", sync_on_compute=False)
 
     def update_cls(self, scorer: str, pred: list[int], gold: list[int], ids: list[str] | None = None) -> None:
         invalid = len(self.spec.labels)

@@ -32,12 +32,16 @@ class CausalLMModule(pl.LightningModule):
     def forward(self, **batch: torch.Tensor) -> Any:
         return self.model(**batch)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # Loss on target tokens only (prompt and padding carry none), LM head run only where needed.
+    def sft_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss on target tokens only (prompt and padding carry none), LM head run only where needed."""
         loss = target_only_loss(self.model, batch)
         if self._trainer is not None and self.trainer.world_size > 1:
             # DDP: scaled so the averaged gradient is that of one process on the whole global batch
             loss = global_batch_loss(loss, (batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.sft_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -108,14 +112,15 @@ class CausalLMModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.results = {name: m.compute() for name, m in self.task_metrics.items()}
-        flat = {
-            f"{self.log_prefix}/{name}/{k}": float(v)
-            for name, res in self.results.items()
-            for k, v in res.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        flat = flat_results(self.results, self.log_prefix)
         if self.logger is not None and flat:
             self.logger.log_metrics(flat, step=self.global_step)
 
     def samples(self) -> dict[str, list[dict]]:
         return {name: m.samples for name, m in self.task_metrics.items()}
+
+
+def flat_results(results: dict[str, dict], prefix: str) -> dict[str, float]:
+    """``{prefix/task/metric: value}``: the scalars of per-task results, as the loggers take them."""
+    return {f"{prefix}/{name}/{k}": float(v) for name, res in results.items() for k, v in res.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -30,7 +30,14 @@ log = logging.getLogger(__name__)
 _DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 _KEY_ENV = "TASKNEURONS_RANK0_STATE_KEY"
 # strategy kinds by the entry points that accept them (evaluate runs on one device)
-APPLIES_TO = {"ddp": ("train", "identify"), "fsdp": ("train",), "deepspeed": ("train",)}
+APPLIES_TO = {"ddp": ("train", "identify", "continual"), "fsdp": ("train",), "deepspeed": ("train",)}
+
+
+class _RanksUp:
+    """Set while ``run_on_ranks`` runs a job's body on every rank: the fits inside it (one per continual
+    stage) reuse those ranks and that process group instead of starting and ending their own."""
+
+    active = False
 
 
 def global_rank() -> int:
@@ -69,6 +76,8 @@ class JobScriptLauncher(_SubprocessScriptLauncher):
         self.entry = entry
 
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        if _RanksUp.active:  # a fit inside run_on_ranks: every rank is already here, the group is up
+            return function(*args, **kwargs)
         parent = not self.cluster_environment.creates_processes_externally
         saved = {k: os.environ.get(k) for k in _DIST_ENV}
         try:
@@ -242,7 +251,7 @@ def strategy_problems(cfg: Any, entry: str) -> list[str]:
         p.append(f"trainer.devices={t.get('devices')} but this machine has {have} {what}; set trainer.devices<={have}")
     if kind == "single" and want > 1:
         p.append(f"trainer.devices={t.get('devices')} needs a distributed strategy: add trainer=ddp")
-    if kind == "ddp" and want > 1 and entry == "train":
+    if kind == "ddp" and want > 1 and entry in ("train", "continual"):
         bs = int(cfg.data.batch_size)
         if bs % want:
             p.append(f"data.batch_size={bs} is the global batch and must split evenly over trainer.devices={want}")
@@ -261,15 +270,59 @@ def is_distributed(cfg: Any) -> bool:
 # --- running code on every rank and exact losses ---------------------------------------------------------
 def run_on_ranks(trainer: Any, fn: Callable[[Any], Any]) -> Any:
     """``fn(strategy)`` on every rank of ``trainer``'s strategy (Lightning's launcher starts the other
-    ranks; the process group is up when ``fn`` runs)."""
+    ranks; the process group is up when ``fn`` runs and ends after it). Trainers that ``fn`` builds with
+    the same strategy config fit on these ranks and this group (one per continual stage)."""
     strategy = trainer.strategy
 
     def body() -> Any:
         strategy.setup_environment()
-        return fn(strategy)
+        _RanksUp.active = True
+        try:
+            return fn(strategy)
+        finally:
+            _RanksUp.active = False
 
     launcher = strategy.launcher
     return launcher.launch(body, trainer=trainer) if launcher is not None else body()
+
+
+def shard(items: list, rank: int | None = None, world: int | None = None) -> list:
+    """This rank's share of ``items`` (r, r+W, ...): what it computes before ``gather_dict``."""
+    rank = global_rank() if rank is None else rank
+    world = world_size() if world is None else world
+    return list(items)[rank::world]
+
+
+def gather_dict(part: dict) -> dict:
+    """Every rank's ``part`` merged (keys are disjoint shards), on every rank; ``part`` itself on one process."""
+    if world_size() == 1:
+        return dict(part)
+    parts: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(parts, part)
+    merged: dict = {}
+    for p in parts:
+        merged.update(p)
+    return merged
+
+
+def this_rank_devices(accelerator: Any) -> Any:
+    """``devices`` for a one-device Trainer (evaluation) inside a distributed job: this rank's GPU
+    (``[LOCAL_RANK]``), not every rank's GPU 0; one CPU process otherwise."""
+    accelerator = str(accelerator).lower()
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cuda and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return [int(os.environ.get("LOCAL_RANK", 0))]
+    return 1
+
+
+def compute_device(accelerator: Any) -> torch.device:
+    """Where work outside Lightning's loops runs (attribution, task vectors): this rank's GPU when
+    ``trainer.accelerator`` resolves to CUDA, else the CPU. Lightning moves the model back to the CPU
+    after every fit and test, so callers move it here before such work."""
+    accelerator = str(accelerator).lower()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def global_batch_loss(local_mean: torch.Tensor, n_local: torch.Tensor) -> torch.Tensor:

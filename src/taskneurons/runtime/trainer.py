@@ -27,6 +27,8 @@ def build_trainer(cfg: Any, logger: Any, distributed: bool = False, batches: int
         kwargs["strategy"] = instantiate(strategy) if isinstance(strategy, dict) else strategy
         kwargs["use_distributed_sampler"] = False  # our batch sampler gives each rank its share of the global batch
     elif strategy is not None:
-        kwargs["devices"] = 1
+        from taskneurons.runtime.distributed import this_rank_devices
+
+        kwargs["devices"] = this_rank_devices(kwargs.get("accelerator", "auto"))
     kwargs.update(overrides)
     return pl.Trainer(logger=logger if logger is not None else False, **kwargs)
