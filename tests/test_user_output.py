@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from taskneurons.bench.timing import verdict
+from taskneurons.bench.timing import median_interval, verdict
 from taskneurons.runtime.progress import JobProgress
 
 
@@ -29,11 +29,19 @@ def test_progress_lines_count_steps_and_estimate_what_is_left(monkeypatch):
     assert lines[4] == "[done] 4 steps in 40s"
 
 
-def test_bench_verdict_needs_the_whole_spread_on_one_side():
+def test_bench_verdict_needs_the_median_interval_on_one_side():
+    # up to 5 pairs the 90 % sign-test interval of the median is the whole spread
     assert verdict([0.6, 0.7, 0.74], 0.75) == "ok"
     assert verdict([0.8, 0.9], 0.75) == "missed"
     assert verdict([0.7, 0.8], 0.75) == "noisy"
+    assert verdict([0.6, 0.7, 0.7, 0.7, 0.76], 0.75) == "noisy"
     assert verdict([1.3, 1.4], 1.2, lower_is_better=False) == "ok"
+    # 11 pairs: (x_3, x_9), coverage 1 - 2 P(Bin(11, 1/2) <= 2) = 93.5 %; 15 pairs: (x_4, x_12), 96.5 %
+    eleven = [0.5, 0.6, 0.65, 0.66, 0.67, 0.68, 0.69, 0.7, 0.72, 0.9, 1.2]
+    assert median_interval(eleven) == (0.65, 0.72) and verdict(eleven, 0.75) == "ok"
+    assert median_interval(list(range(15))) == (3, 11)
+    assert median_interval([1.0]) == (1.0, 1.0) and median_interval([2.0, 1.0]) == (1.0, 2.0)
+    assert verdict([0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5], 0.75) == "missed"
 
 
 @pytest.mark.e2e

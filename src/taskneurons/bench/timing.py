@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+CONFIDENCE = 0.9
+
+
+def median_interval(ratios: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A distribution-free interval for the median ratio: the order statistics (x_(k), x_(n+1-k)) with the
+    largest k whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least ``confidence`` (the sign-test
+    interval). With up to 5 pairs that is (min, max); more pairs let single outliers fall outside."""
+    xs = sorted(ratios)
+    n = len(xs)
+    k = 1
+    while k < (n + 1) // 2 and 1 - 2 * _binom_cdf(k, n) >= confidence:  # P(B <= k) = P(B < k + 1)
+        k += 1
+    return xs[k - 1], xs[n - k]
+
+
+def _binom_cdf(k: int, n: int) -> float:
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
 
 def verdict(ratios: list[float], target: float, lower_is_better: bool = True) -> str:
-    """"ok" when every pair meets the target, "missed" when none does, else "noisy"."""
-    lo, hi = min(ratios), max(ratios)
+    """"ok" when the median's interval (``median_interval``) meets the target, "missed" when it lies
+    wholly on the wrong side, else "noisy" (the pairs cannot tell)."""
+    lo, hi = median_interval(ratios)
     if not lower_is_better:
         lo, hi, target = -hi, -lo, -target
     if hi <= target:
@@ -27,20 +47,24 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def paired_ratio(baseline: Callable[[], Any], candidate: Callable[[], Any], target: float,
-                 min_pairs: int = 5, max_pairs: int = 11, lower_is_better: bool = True) -> dict[str, Any]:
+                 min_pairs: int = 5, max_pairs: int = 11, lower_is_better: bool = True,
+                 returns_seconds: bool = False) -> dict[str, Any]:
     """Candidate/baseline time over ABAB... pairs after one warm-up of each.
 
     Runs ``min_pairs`` pairs, then more (up to ``max_pairs``) while the verdict is still "noisy": a
     clear result stops early, a borderline one gets the repeats that a stable median needs.
+    ``returns_seconds``: the callables time themselves and return the seconds (e.g. a median step time
+    inside a fit) instead of being timed whole.
     """
+    measure = (lambda fn: float(fn())) if returns_seconds else _time
     baseline()
     candidate()  # warm-up: allocator, kernels, lazy inits
     base_s: list[float] = []
     cand_s: list[float] = []
     ratios: list[float] = []
     while len(ratios) < max_pairs:
-        base_s.append(_time(baseline))
-        cand_s.append(_time(candidate))
+        base_s.append(measure(baseline))
+        cand_s.append(measure(candidate))
         ratios.append(cand_s[-1] / base_s[-1])
         if len(ratios) >= min_pairs and verdict(ratios, target, lower_is_better) != "noisy":
             break
@@ -52,6 +76,8 @@ def paired_ratio(baseline: Callable[[], Any], candidate: Callable[[], Any], targ
         "ratio_min": round(min(ratios), 4),
         "ratio_median": round(statistics.median(ratios), 4),
         "ratio_max": round(max(ratios), 4),
+        "median_interval": [round(x, 4) for x in median_interval(ratios)],
+        "median_interval_confidence": CONFIDENCE,
         "target": target,
         "verdict": verdict(ratios, target, lower_is_better),
     }

@@ -89,22 +89,19 @@ def _stage_fit(model, tok, batches, mode: str, nset: NeuronSet | None, pools) ->
 
 def bench_stage_step(model, tok) -> dict[str, Any]:
     from taskneurons.bench.fixtures import train_batches
-    from taskneurons.bench.timing import verdict
+    from taskneurons.bench.timing import paired_ratio
 
     batches = train_batches(tok, n_batches=STEPS)
     pools, nset = _task_set(model, batches, 0)
-    ratios, full_s, neu_s = [], [], []
-    _stage_fit(model, tok, batches, "full", nset, pools)  # warm-up
-    for _ in range(5):  # interleaved pairs: machine drift hits both sides alike
-        f = sorted(_stage_fit(model, tok, batches, "full", nset, pools))[len(batches) // 2]
-        n = sorted(_stage_fit(model, tok, batches, "neurons", nset, pools))[len(batches) // 2]
-        full_s.append(round(f, 4))
-        neu_s.append(round(n, 4))
-        ratios.append(n / f)
-    return {"seqft_step_s": full_s, "ncft_step_s": neu_s, "ratios": [round(r, 4) for r in ratios],
-            "ratio_min": round(min(ratios), 4), "ratio_median": round(sorted(ratios)[len(ratios) // 2], 4),
-            "ratio_max": round(max(ratios), 4), "pairs": len(ratios), "target": 0.75, "verdict": verdict(ratios, 0.75),
-            "steps_per_stage": len(batches)}
+
+    def median_step(mode: str) -> float:  # one stage's fit; its median step (the first carries Lightning's setup)
+        return sorted(_stage_fit(model, tok, batches, mode, nset, pools))[len(batches) // 2]
+
+    # interleaved pairs (machine drift hits both sides alike), more of them while the verdict is unclear
+    row = paired_ratio(lambda: median_step("full"), lambda: median_step("neurons"), target=0.75,
+                       max_pairs=15, returns_seconds=True)
+    row["seqft_step_s"], row["ncft_step_s"] = row.pop("baseline_s"), row.pop("candidate_s")
+    return {**row, "steps_per_stage": len(batches)}
 
 
 def worker(mode: str) -> dict[str, Any]:
@@ -164,7 +161,8 @@ def bench_wncft_eval(model, tok) -> dict[str, Any]:
         with rows_written(pools, weighted_rows(after, before, w, "normalized")):
             plain()
 
-    return {"prompts": sum(len(b) for b in batches), "stages": 4, **paired_ratio(plain, weighted, target=1.1)}
+    return {"prompts": sum(len(b) for b in batches), "stages": 4,
+            **paired_ratio(plain, weighted, target=1.1, max_pairs=15)}
 
 
 def bench_checkpoint(model, tok) -> dict[str, Any]:
