@@ -146,6 +146,17 @@ def test_step_batch_sampler_ranks_split_each_global_batch(monkeypatch):
         assert sorted(a + b) == sorted(g) and not set(a) & set(b)
 
 
+def test_a_last_batch_too_small_for_the_ranks_is_found_before_training():
+    # 25 examples, batch 8: batches of 8, 8, 8, 1 per epoch; the 1 cannot be split over 2 or 4 ranks
+    assert StepBatchSampler(25, 8, seed=0, start=0, stop=4).short_batch(2) == 1
+    assert StepBatchSampler(25, 8, seed=0, start=0, stop=4).short_batch(1) is None
+    assert StepBatchSampler(25, 8, seed=0, start=0, stop=3).short_batch(4) is None  # the run ends before it
+    assert StepBatchSampler(25, 8, seed=0, start=5, stop=8).short_batch(4) == 1  # epoch 2's last batch (index 7)
+    assert StepBatchSampler(25, 8, seed=0, start=4, stop=7).short_batch(4) is None
+    assert StepBatchSampler(26, 8, seed=0, start=0, stop=40).short_batch(2) is None  # a last batch of 2: one each
+    assert StepBatchSampler(24, 8, seed=0, start=0, stop=40).short_batch(8) is None  # no partial batch
+
+
 @pytest.mark.e2e
 def test_ddp_attribution_and_neuron_training_equal_one_process(tmp_path):
     """2 CPU ranks (gloo) vs 1 process: the same scores, the same merged deltas, other weights untouched."""

@@ -35,6 +35,7 @@ from taskneurons.runtime.distributed import (
     distributed_info,
     global_rank,
     is_global_zero,
+    ranks_of,
     strategy_problems,
 )
 from taskneurons.runtime.loggers import finish, log_results_table
@@ -143,7 +144,7 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
             trainer = build_trainer(cfg, session.logger, distributed=True, batches=n_batches - start,
                                     callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
             model.train()
-            trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches))
+            trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches, ranks_of(cfg)))
             distributed = distributed_info(trainer)
             if not is_global_zero():
                 return {"rank": global_rank()}  # rank 0 evaluates and writes every file

@@ -33,7 +33,14 @@ from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.models.fingerprint import model_fingerprint
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.atomic import write_json_with_checksum
-from taskneurons.runtime.distributed import compute_device, gather_dict, is_global_zero, shard, world_size
+from taskneurons.runtime.distributed import (
+    compute_device,
+    gather_dict,
+    is_global_zero,
+    ranks_of,
+    shard,
+    world_size,
+)
 from taskneurons.runtime.progress import JobProgress
 from taskneurons.runtime.trainer import build_trainer
 
@@ -213,7 +220,7 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
         trainer = build_trainer(cfg, ctx.trainer_logger, distributed=True, batches=n_batches - start,
                                 callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
         ctx.model.train()
-        trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches))
+        trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches, ranks_of(cfg)))
     else:  # killed after training, before the stage was recorded: restore the trained state
         for cb in callbacks:
             if isinstance(cb, NeuronFinetuning):

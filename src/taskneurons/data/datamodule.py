@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from taskneurons.data.encoding import Encoded, LengthSortedBatches, collate_eval, collate_sft, encode_example
 from taskneurons.data.loading import TaskData
 from taskneurons.data.sampling import StepBatchSampler
+from taskneurons.errors import ConfigError
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -45,11 +46,18 @@ class TaskDataModule(pl.LightningDataModule):
     def batches_per_epoch(self) -> int:
         return -(-len(self.train_examples()) // int(self.cfg.batch_size))
 
-    def train_dataloader(self, start: int = 0, stop: int | None = None) -> DataLoader:
+    def train_dataloader(self, start: int = 0, stop: int | None = None, ranks: int = 1) -> DataLoader:
         """Global batches ``start .. stop-1`` (default: one epoch) of a seeded per-epoch shuffle, so a
-        resumed run continues with exactly the batches an uninterrupted one would have seen."""
+        resumed run continues with exactly the batches an uninterrupted one would have seen; ``ranks``:
+        how many ranks split each global batch (each needs at least one example of every batch)."""
         data = self.train_examples()
         sampler = StepBatchSampler(len(data), int(self.cfg.batch_size), self.seed, start, stop)
+        short = sampler.short_batch(ranks)
+        if short is not None:
+            raise ConfigError(
+                f"data.batch_size={self.cfg.batch_size} on {len(data)} training examples leaves a last batch of "
+                f"{short} per epoch, fewer than the {ranks} ranks that split it; choose data.max_train or "
+                f"data.batch_size so that {len(data)} % batch_size is 0 or at least {ranks}")
         return DataLoader(
             data,
             batch_sampler=sampler,

@@ -43,3 +43,13 @@ class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
+
+    def short_batch(self, ranks: int) -> int | None:
+        """The size of a global batch in ``start .. stop-1`` too small to give each of ``ranks`` ranks an
+        example (the last, partial batch of an epoch), or None when every batch can be split."""
+        tail = self.n - (self.per_epoch - 1) * self.bs
+        if ranks <= 1 or tail >= ranks or self.stop <= self.start:
+            return None
+        last = self.per_epoch - 1  # index of the partial batch within an epoch
+        hits = self.stop - self.start >= self.per_epoch or (last - self.start) % self.per_epoch < self.stop - self.start
+        return tail if hits else None

@@ -267,6 +267,14 @@ def is_distributed(cfg: Any) -> bool:
     return strategy_kind(cfg.trainer) != "single"
 
 
+def ranks_of(cfg: Any) -> int:
+    """How many ranks a job of ``cfg`` trains on (1 without a distributed strategy)."""
+    if not is_distributed(cfg):
+        return 1
+    _, have = available_devices(cfg.trainer.get("accelerator", "auto"))
+    return requested_devices(cfg.trainer.get("devices", 1), have)
+
+
 # --- running code on every rank and exact losses ---------------------------------------------------------
 def run_on_ranks(trainer: Any, fn: Callable[[Any], Any]) -> Any:
     """``fn(strategy)`` on every rank of ``trainer``'s strategy (Lightning's launcher starts the other
