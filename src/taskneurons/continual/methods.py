@@ -285,15 +285,20 @@ class WNCFT(NCFT):
         self.variant, self.identity = str(w.variant), str(w.task_identity)
         cached = ctx.state.get_tensors("task_vectors")
         if cached is None:
-            cached = {"vectors": {}, "test_features": {}}
-            for t in ctx.eval_tasks:  # on the pre-trained model: setup runs before any stage is replayed
+            mine = {}
+            for t in shard(ctx.eval_tasks):  # on the pre-trained model (setup runs before any stage is replayed)
                 td = ctx.session.data[t]
-                cached["vectors"][t] = features.task_vector(
+                vector = features.task_vector(
                     ctx.model, ctx.tok, td.spec, td.train or td.test, int(w.vector_examples), int(self.cfg.seed),
                     int(self.cfg.data.max_prompt_tokens))
+                test_features = None
                 if self.identity == "inferred" or w.get("compare"):
-                    cached["test_features"][t] = features.prompt_features(
+                    test_features = features.prompt_features(
                         ctx.model, ctx.tok, td.spec, td.test, int(self.cfg.data.max_prompt_tokens))
+                mine[t] = (vector.cpu(), None if test_features is None else test_features.cpu())
+            every = gather_dict(mine)  # under trainer=ddp each rank computed its share of the tasks
+            cached = {"vectors": {t: every[t][0] for t in ctx.eval_tasks},
+                      "test_features": {t: every[t][1] for t in ctx.eval_tasks if every[t][1] is not None}}
             ctx.state.put_tensors("task_vectors", cached)
         self.vectors = cached["vectors"]
         self.test_features = cached["test_features"]
