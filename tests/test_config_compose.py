@@ -112,3 +112,10 @@ def test_neuron_groups_compose(group, option):
         entry = "identify"
     cfg = compose(entry, [f"{group}={option}"])
     assert cfg[group] is not None
+
+
+def test_a_problem_found_by_two_checks_is_said_once():
+    from taskneurons.errors import ConfigError
+
+    assert ConfigError(["tasks.x.source.path: missing", "seed: bad", "tasks.x.source.path: missing"]).problems == [
+        "tasks.x.source.path: missing", "seed: bad"]

@@ -11,7 +11,8 @@ class ConfigError(Exception):
     """
 
     def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        # the same problem found by two checks (e.g. an entry point's and the session's) is said once
+        self.problems = [problems] if isinstance(problems, str) else list(dict.fromkeys(problems))
         super().__init__("; ".join(self.problems))
 
     def __str__(self) -> str:
