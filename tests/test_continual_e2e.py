@@ -42,17 +42,28 @@ def sweep(tmp_path_factory) -> dict[str, dict]:
     return runs
 
 
-def test_wncft_on_two_cpu_ranks_equals_one_process(sweep, tmp_path):
+DDP2 = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+
+
+@pytest.fixture(scope="module")
+def ddp_wncft(tmp_path_factory) -> tuple[dict, Path, subprocess.CompletedProcess]:
+    """The sweep's W-NCFT run on 2 CPU ranks (gloo): (metrics, run dir, the finished process)."""
+    root = tmp_path_factory.mktemp("continual_ddp")
+    run_dir = root / "ddp"
+    r = run([*TINY, "continual/method=wncft", *DDP2, f"hydra.run.dir={run_dir}"],
+            env={"TASKNEURONS_OUTPUT": str(root / "out")}, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads((run_dir / "metrics.json").read_text()), run_dir, r
+
+
+def test_wncft_on_two_cpu_ranks_equals_one_process(sweep, ddp_wncft):
     """trainer=ddp (2 gloo ranks): attribution split over the ranks, DDP neuron-only training, evaluation
     tasks (and W-NCFT's inferred-identity groups) split over the ranks and gathered. Same neuron sets,
     same trained rows (to float tolerance), same matrix as the one-process run of the sweep."""
     import torch
 
-    run_dir = tmp_path / "ddp"
-    r = run([*TINY, "continual/method=wncft", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-             f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(tmp_path / "out")}, timeout=900)
-    assert r.returncode == 0, r.stderr[-4000:]
-    one, ddp = sweep["wncft"], json.loads((run_dir / "metrics.json").read_text())
+    ddp, run_dir, r = ddp_wncft
+    one = sweep["wncft"]
     assert ddp["matrix"] == one["matrix"] and ddp["summary"] == one["summary"]
     assert [i["identity_accuracy"] for i in ddp["stage_info"]] == [i["identity_accuracy"] for i in one["stage_info"]]
     for a, b in zip(one["stage_info"], ddp["stage_info"], strict=True):
@@ -140,6 +151,23 @@ def test_killed_mid_stage_and_mid_sequence_resumes_to_the_same_matrix(sweep, tmp
     assert m["stage_info"][0].get("replayed_from_checkpoint")
     assert m["stage_info"][1]["resumed_from_batch"] >= 1
     assert not m["stage_info"][2].get("replayed_from_checkpoint")
+
+
+@pytest.mark.faults
+@pytest.mark.skipif("TASKNEURONS_FAULT_REPEATS" not in os.environ, reason="a longer case: `make faults` runs it")
+def test_two_rank_run_killed_mid_stage_resumes_to_the_uninterrupted_two_rank_result(ddp_wncft, tmp_path):
+    ref = ddp_wncft[0]
+    args = [*TINY, "continual/method=wncft", *DDP2]
+    root, run_dir = tmp_path / "out", tmp_path / "run"
+    # rank 0 SIGKILLed at stage 1's first mid-stage checkpoint; rank 1 loses its peer and ends too
+    assert _run_until(args, root, run_dir, "stage1_train_checkpoint.pt.json")
+    r = run([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(root), **NO_GIT}, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["matrix"] == ref["matrix"]
+    # bit-identical weights after every stage: every rank resumed from rank 0's checkpoint with the same batches
+    assert [i["model_fingerprint"] for i in m["stage_info"]] == [i["model_fingerprint"] for i in ref["stage_info"]]
+    assert m["stage_info"][0].get("replayed_from_checkpoint") and m["stage_info"][1]["resumed_from_batch"] >= 1
 
 
 def test_bad_continual_input_is_one_line_and_exit_2(tmp_path):
