@@ -49,7 +49,8 @@ def _time(fn: Callable[[], Any]) -> float:
 def paired_ratio(baseline: Callable[[], Any], candidate: Callable[[], Any], target: float,
                  min_pairs: int = 5, max_pairs: int = 11, lower_is_better: bool = True,
                  returns_seconds: bool = False) -> dict[str, Any]:
-    """Candidate/baseline time over ABAB... pairs after one warm-up of each.
+    """Candidate/baseline time over pairs after one warm-up of each; the order within a pair alternates
+    (AB, BA, AB, ...) so that a run that is slower for coming second does not favour either side.
 
     Runs ``min_pairs`` pairs, then more (up to ``max_pairs``) while the verdict is still "noisy": a
     clear result stops early, a borderline one gets the repeats that a stable median needs.
@@ -59,13 +60,29 @@ def paired_ratio(baseline: Callable[[], Any], candidate: Callable[[], Any], targ
     measure = (lambda fn: float(fn())) if returns_seconds else _time
     baseline()
     candidate()  # warm-up: allocator, kernels, lazy inits
+
+    def pair(i: int) -> tuple[float, float]:
+        if i % 2:
+            c = measure(candidate)
+            return measure(baseline), c
+        b = measure(baseline)
+        return b, measure(candidate)
+
+    return adaptive_pairs(pair, target, min_pairs, max_pairs, lower_is_better)
+
+
+def adaptive_pairs(pair: Callable[[int], tuple[float, float]], target: float, min_pairs: int = 5,
+                   max_pairs: int = 11, lower_is_better: bool = True) -> dict[str, Any]:
+    """``pair(i)`` -> (baseline seconds, candidate seconds), repeated until the verdict is clear (at least
+    ``min_pairs``, at most ``max_pairs``); every pair, the ratios and the verdict."""
     base_s: list[float] = []
     cand_s: list[float] = []
     ratios: list[float] = []
     while len(ratios) < max_pairs:
-        base_s.append(measure(baseline))
-        cand_s.append(measure(candidate))
-        ratios.append(cand_s[-1] / base_s[-1])
+        b, c = pair(len(ratios))
+        base_s.append(b)
+        cand_s.append(c)
+        ratios.append(c / b)
         if len(ratios) >= min_pairs and verdict(ratios, target, lower_is_better) != "noisy":
             break
     return {

@@ -59,12 +59,18 @@ def write_rows(pools: list[Pool], rows: Rows) -> None:
         t.index_copy_(0, r["index"].to(t.device), r["values"].to(device=t.device, dtype=t.dtype))
 
 
+@torch.no_grad()
+def current_rows(pools: list[Pool], rows: Rows) -> Rows:
+    """What the model holds now at ``rows``' positions (copies, on the model's device)."""
+    tensors = unit_tensors(pools)
+    return {n: {"index": r["index"], "values": tensors[n].index_select(0, r["index"].to(tensors[n].device)).clone()}
+            for n, r in rows.items()}
+
+
 @contextmanager
 def rows_written(pools: list[Pool], rows: Rows) -> Iterator[None]:
     """Write ``rows`` into the model for the duration of the block, then restore exactly what was there."""
-    tensors = unit_tensors(pools)
-    saved = {n: {"index": r["index"], "values": tensors[n].index_select(0, r["index"].to(tensors[n].device)).clone()}
-             for n, r in rows.items()}
+    saved = current_rows(pools, rows)
     write_rows(pools, rows)
     try:
         yield
