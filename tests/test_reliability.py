@@ -261,25 +261,56 @@ def test_bom_and_bad_bytes_in_the_reader(tmp_path):
 
 # --- 4. two identical runs at once -------------------------------------------------------------------
 
+def _holder_pid(lock: Path) -> int | None:
+    try:
+        return int(json.loads(lock.read_text() or "{}").get("pid", 0)) or None
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.mark.e2e
 def test_a_second_identical_run_waits_for_the_first_then_reuses_its_result(tmp_path):
     args = ["taskneurons.identify", *[a for a in TINY if not a.startswith("neurons.max_examples")],
             "neurons.max_examples=48", "benchmark=generalization12", "task=[sst2,qqp]"]
     root = tmp_path / "out"
     code = git_head()
-    procs = [start(args, root, tmp_path / f"run{i}") for i in range(2)]  # started together, as two sbatch jobs would
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    logs = [tmp_path / f"run{i}.out" for i in range(2)]
+
+    def launch(i: int) -> subprocess.Popen:
+        with logs[i].open("w") as f:
+            return subprocess.Popen([sys.executable, "-m", *args, f"hydra.run.dir={tmp_path / f'run{i}'}"], cwd=ROOT,
+                                    env=env_for(root), stdout=f, stderr=subprocess.STDOUT, text=True)
+
+    # the first run takes the lock and is paused there (SIGSTOP: a slow first job, whatever this machine's
+    # speed), the second one starts, must say whom it waits for, and must reuse the first one's result
+    first = launch(0)
+    deadline = time.monotonic() + 300
+    while first.poll() is None and time.monotonic() < deadline:
+        locks = list(root.glob("state/identify/*/lock"))
+        if locks and _holder_pid(locks[0]) == first.pid:
+            first.send_signal(signal.SIGSTOP)
+            break
+        time.sleep(0.01)
+    assert first.poll() is None, "the first run ended before it could be paused holding the lock"
+    assert not list(root.glob("state/identify/*/final*")), "the first run finished while being paused"
+    second = launch(1)
+    try:
+        while second.poll() is None and time.monotonic() < deadline and "is being computed by PID" not in logs[1].read_text():
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    procs = [first, second]
+    for p in procs:
+        p.wait(timeout=600)
+    outs = [f.read_text() for f in logs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
     metrics = [json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()) for i in range(2)]
     assert comparable(metrics[0]) == comparable(metrics[1])
     if git_head() != code and len(list(root.glob("state/identify/*"))) == 2:
         pytest.skip("a commit landed between the two starts: they were two configurations (the key has the code version)")
-    waited = [i for i in range(2) if "is being computed by PID" in outs[i][0] + outs[i][1]]
-    assert len(waited) == 1, outs
-    w = waited[0]
-    text = outs[w][0] + outs[w][1]
-    assert f"PID {procs[1 - w].pid} " in text and "waiting for it, then reusing its result" in text
-    assert "reused_from_state" in metrics[w] and "reused_from_state" not in metrics[1 - w]
+    assert "is being computed by PID" not in outs[0]
+    assert f"is being computed by PID {first.pid} " in outs[1] and "waiting for it, then reusing its result" in outs[1]
+    assert "reused_from_state" in metrics[1] and "reused_from_state" not in metrics[0]
 
 
 HOLD_LOCK = """
