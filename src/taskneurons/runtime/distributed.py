@@ -211,10 +211,15 @@ def strategy_kind(trainer_cfg: Any) -> str:
     return "single"
 
 
+def uses_cuda(accelerator: Any) -> bool:
+    """Whether ``trainer.accelerator`` resolves to CUDA GPUs on this machine."""
+    accelerator = str(accelerator).lower()
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def available_devices(accelerator: str) -> tuple[str, int]:
     """(kind, how many) for ``trainer.accelerator``: CUDA GPUs, or CPU processes (one per core)."""
-    accelerator = str(accelerator).lower()
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    if uses_cuda(accelerator):
         return "gpu", torch.cuda.device_count()
     return "cpu", os.cpu_count() or 1
 
@@ -313,24 +318,22 @@ def gather_dict(part: dict) -> dict:
     return merged
 
 
-def this_rank_devices(accelerator: Any) -> Any:
-    """``devices`` for a one-device Trainer (evaluation) inside a distributed job: this rank's GPU
-    (``[LOCAL_RANK]``), not every rank's GPU 0; one CPU process otherwise."""
-    accelerator = str(accelerator).lower()
-    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if cuda and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return [int(os.environ.get("LOCAL_RANK", 0))]
-    return 1
-
-
 def compute_device(accelerator: Any) -> torch.device:
     """Where work outside Lightning's loops runs (attribution, task vectors): this rank's GPU when
     ``trainer.accelerator`` resolves to CUDA, else the CPU. Lightning moves the model back to the CPU
     after every fit and test, so callers move it here before such work."""
-    accelerator = str(accelerator).lower()
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    if uses_cuda(accelerator):
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def this_rank_devices(accelerator: Any) -> Any:
+    """``devices`` for a one-device Trainer (evaluation) inside a distributed job: this rank's GPU
+    (``[LOCAL_RANK]``), not every rank's GPU 0; one CPU process otherwise."""
+    device = compute_device(accelerator)
+    if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return [device.index]
+    return 1
 
 
 def global_batch_loss(local_mean: torch.Tensor, n_local: torch.Tensor) -> torch.Tensor:
