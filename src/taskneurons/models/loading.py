@@ -29,12 +29,12 @@ from transformers import (
 
 from taskneurons.data.hub_access import hub_problem
 from taskneurons.errors import ConfigError
+from taskneurons.models.precision import DTYPE_CHOICES, DTYPES, resolve_dtype
 from taskneurons.models.tokenizers import byte_level_tokenizer
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("hub", "gguf_package", "tiny")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Task-specific neurons"
 
 
@@ -44,8 +44,9 @@ def validate_model_config(cfg: Any) -> list[str]:
     source = cfg.get("source")
     if source not in SOURCES:
         problems.append(f"model.source='{source}' is not one of {', '.join(SOURCES)}")
-    if cfg.get("dtype", "float32") not in DTYPES:
-        problems.append(f"model.dtype='{cfg.get('dtype')}' is not one of {', '.join(DTYPES)}")
+    if cfg.get("dtype", "float32") not in DTYPE_CHOICES:
+        problems.append(f"model.dtype='{cfg.get('dtype')}' is not one of {', '.join(DTYPE_CHOICES)} "
+                        "(auto: bf16 where the device computes it fast, fp32 elsewhere)")
     if source == "hub" and not cfg.get("hf_id"):
         problems.append("model.hf_id is empty: set it to a Hugging Face model id or a local folder")
     if source == "gguf_package":
@@ -61,11 +62,14 @@ def validate_model_config(cfg: Any) -> list[str]:
     return problems
 
 
-def load_model_and_tokenizer(cfg: Any, cache_dir: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model_and_tokenizer(cfg: Any, cache_dir: str | Path | None = None,
+                             accelerator: Any = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model in ``model.dtype`` (``auto`` resolved for ``accelerator``; entry points resolve it before,
+    in ``runtime.precision``, so that the resolved dtype is part of the run's config) and its tokenizer."""
     problems = validate_model_config(cfg)
     if problems:
         raise ConfigError(problems)
-    dtype = DTYPES[cfg.get("dtype", "float32")]
+    dtype = DTYPES[resolve_dtype(cfg.get("dtype", "float32"), accelerator).dtype]
     if cfg.source == "hub":
         model, tok = _load_hub(cfg, dtype)
     elif cfg.source == "gguf_package":

@@ -88,8 +88,11 @@ def attribution_batches(tok, td: TaskData, ncfg: Any, data_cfg: Any) -> tuple[li
     return list(loader), f"{split}-{sub.fingerprint(split)}"
 
 
-def _attr_dir(ncfg: Any, model_name: str, task: str, data_hash: str) -> Path:
-    return Path(ncfg.store_dir) / model_name / task / f"{ncfg.definition}-{ncfg.reduction}-{ncfg.token_scope}-{data_hash}"
+def _attr_dir(ncfg: Any, model_name: str, task: str, data_hash: str, dtype: torch.dtype = torch.float32) -> Path:
+    # scores computed in another dtype are another result: bf16 sets are never reused for an fp32 request
+    compute = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+    return (Path(ncfg.store_dir) / model_name / task
+            / f"{ncfg.definition}-{ncfg.reduction}-{ncfg.token_scope}-{data_hash}{compute}")
 
 
 def _stem(ncfg: Any) -> str:
@@ -110,7 +113,7 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
                   log_artifact=None, attribute_fn=attribute) -> tuple[NeuronSet, dict[str, Any]]:
     """The task's NeuronSet at ``ncfg.proportion``: from the store when present, else attribution."""
     batches, data_hash = attribution_batches(tok, td, ncfg, data_cfg)
-    folder = _attr_dir(ncfg, model_name, td.spec.name, data_hash)
+    folder = _attr_dir(ncfg, model_name, td.spec.name, data_hash, next(model.parameters()).dtype)
     stem = folder / _stem(ncfg)
     sizes = {p.key: p.size for p in pools}
     info: dict[str, Any] = {"path": f"{stem}.json", "source": "store"}

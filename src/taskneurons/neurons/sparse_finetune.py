@@ -5,6 +5,10 @@ forward hooks (``y[..., idx] += x @ ΔWᵀ + Δb`` for rows, ``y += x[..., idx] 
 the optimizer (AdamW, weight decay included) only ever sees the deltas: its state is proportional
 to the selection and every other parameter stays bit-identical. ``merge`` folds the deltas into the
 weights, leaving an ordinary HF model that saves and loads as usual.
+
+The deltas (and so AdamW's moments) are fp32 whatever the model's dtype: a bf16 base computes in bf16 and
+the few trainable rows keep full precision (a bf16 parameter would lose most small updates to rounding);
+the hooks cast them to the activations' dtype, and ``merge`` rounds them into the weights once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from torch import nn
 
 from taskneurons.neurons.neuronset import NeuronSet
 from taskneurons.neurons.pools import Pool, key_str
+
+_MASTER = torch.float32  # the trainable deltas' dtype
 
 
 class NeuronDeltas(nn.Module):
@@ -29,14 +35,14 @@ class NeuronDeltas(nn.Module):
             for m in pool.rows:
                 name = self._name(pool, m)
                 w = m.weight
-                self.row_w[name] = nn.Parameter(torch.zeros(idx.numel(), m.in_features, dtype=w.dtype, device=w.device))
+                self.row_w[name] = nn.Parameter(torch.zeros(idx.numel(), m.in_features, dtype=_MASTER, device=w.device))
                 if m.bias is not None:
-                    self.row_b[name] = nn.Parameter(torch.zeros(idx.numel(), dtype=w.dtype, device=w.device))
+                    self.row_b[name] = nn.Parameter(torch.zeros(idx.numel(), dtype=_MASTER, device=w.device))
                 self._set_index(name, idx.to(w.device))
             for m in pool.cols:
                 name = self._name(pool, m)
                 w = m.weight
-                self.col_w[name] = nn.Parameter(torch.zeros(m.out_features, idx.numel(), dtype=w.dtype, device=w.device))
+                self.col_w[name] = nn.Parameter(torch.zeros(m.out_features, idx.numel(), dtype=_MASTER, device=w.device))
                 self._set_index(name, idx.to(w.device))
 
     def _set_index(self, name: str, idx: torch.Tensor) -> None:
@@ -72,14 +78,16 @@ class NeuronDeltas(nn.Module):
         def hook(module, inputs, out):
             x = inputs[0]
             b = self.row_b.get(name)
-            return out.index_add(-1, self._index(name), nn.functional.linear(x, self.row_w[name], b))
+            b = None if b is None else b.to(x.dtype)
+            delta = nn.functional.linear(x, self.row_w[name].to(x.dtype), b)
+            return out.index_add(-1, self._index(name), delta.to(out.dtype))
 
         return hook
 
     def _col_hook(self, name: str):
         def hook(module, inputs, out):
             x = inputs[0].index_select(-1, self._index(name))
-            return out + nn.functional.linear(x, self.col_w[name])
+            return out + nn.functional.linear(x, self.col_w[name].to(x.dtype)).to(out.dtype)
 
         return hook
 

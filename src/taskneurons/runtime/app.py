@@ -38,6 +38,7 @@ from taskneurons.runtime.atomic import (
 from taskneurons.runtime.dirnames import register_resolvers
 from taskneurons.runtime.distributed import is_global_zero, rank_zero_key
 from taskneurons.runtime.metadata import run_metadata
+from taskneurons.runtime.precision import apply_precision
 from taskneurons.runtime.resume import JobState, config_key
 from taskneurons.runtime.signals import STOP, STOP_SIGNALS, Interrupted, as_signal, maybe_requeue, signal_name
 
@@ -70,8 +71,14 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
     out = run_dir()
     meta = run_metadata(int(cfg.seed), str(cfg.job))
     try:
+        # model.dtype=auto -> the dtype this device computes fast: resolved first, so it is part of the key
+        plan = apply_precision(cfg)
+        if plan is not None:
+            meta["precision"] = plan.as_dict()
         resolved = OmegaConf.to_yaml(cfg, resolve=True)
         key = rank_zero_key(config_key(cfg))
+    except ConfigError as e:
+        return _fail(e)
     except Exception as e:  # an interpolation that cannot resolve is a config error too
         return _fail(ConfigError(f"config does not resolve: {e}"))
     meta["config_key"] = key

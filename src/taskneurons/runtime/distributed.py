@@ -24,6 +24,8 @@ from pytorch_lightning.strategies import DDPStrategy as _PLDDPStrategy
 from pytorch_lightning.strategies import FSDPStrategy as _PLFSDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from taskneurons.models.precision import uses_cuda  # noqa: F401  (re-exported: callers import it from here)
+
 log = logging.getLogger(__name__)
 # what the launcher sets in the parent while the children run; restored after, so the next job of a
 # sequential sweep in this process does not think it is a rank of the previous one
@@ -209,12 +211,6 @@ def strategy_kind(trainer_cfg: Any) -> str:
         if kind in name:
             return kind
     return "single"
-
-
-def uses_cuda(accelerator: Any) -> bool:
-    """Whether ``trainer.accelerator`` resolves to CUDA GPUs on this machine."""
-    accelerator = str(accelerator).lower()
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def available_devices(accelerator: str) -> tuple[str, int]:
