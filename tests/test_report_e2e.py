@@ -81,6 +81,12 @@ def test_compare_two_runs_and_refuse_mixed_caps(tmp_path):
     rows = {row["cell"]: row for row in json.loads((tmp_path / "c.json").read_text())["rows"]}
     assert rows["deactivate_task/sst2"]["diff"]["mean"] == pytest.approx(-25)
     assert rows["deactivate_random/sst2"]["how"] == "paired" and rows["original/sst2"]["p"] == 1.0
+    # effects (cell - original): A's task effect -50, B's -75, so B - A = -25; random: A 0, B +25
+    eff = {e["effect"]: e for e in json.loads((tmp_path / "c.json").read_text())["effects"]}
+    task = eff["deactivate_task/sst2 - original"]
+    assert (task["a"]["mean"], task["b"]["mean"], task["diff"]["mean"]) == (-50, -75, -25)
+    assert task["same_outcome_pct"] == 75.0 and eff["deactivate_random/sst2 - original"]["diff"]["mean"] == 25
+    assert "effects (cell - reference)" in r.stdout
     # a sweep whose runs of one cell used different caps: one line, exit 2
     fake_run(tmp_path / "mixed" / "0", 1, base, {"task": {"sst2": [0] * 4}}, max_test=4)
     fake_run(tmp_path / "mixed" / "1", 2, base, {"task": {"sst2": [0] * 4}}, max_test=8)

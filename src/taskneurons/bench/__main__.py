@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from taskneurons import PROJECT_ROOT
-from taskneurons.bench import memory, speed
+from taskneurons.bench import memory, precision, speed
 from taskneurons.bench.fixtures import load_models
 from taskneurons.runtime.atomic import atomic_write_json
 
@@ -21,6 +21,7 @@ IN_PROCESS: dict[str, Callable[[dict], dict]] = {
     "identify": speed.bench_identify,
     "deactivated_eval": speed.bench_deactivated_eval,
     "neuron_ft": speed.bench_neuron_ft_speed,
+    "precision": precision.bench_precision,
 }
 SUBPROCESS = ("identify_memory", "neuron_ft_memory", "continual")
 ALL = [*IN_PROCESS, *SUBPROCESS]
@@ -50,19 +51,22 @@ def _print(name: str, results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="*", default=ALL, choices=ALL)
-    ap.add_argument("--models", nargs="*", default=["smollm2_135m", "mid_llama"])
+    ap.add_argument("--models", nargs="*", default=["smollm2_135m", "smollm2_135m_fp32", "mid_llama"],
+                    help="smollm2_135m (model.dtype=auto), smollm2_135m_fp32, mid_llama (random init, fp32)")
     ap.add_argument("--jobs", type=int, default=1, help="memory benchmarks: fresh processes run side by side")
     ap.add_argument("--ft-worker", choices=["full", "neurons"], help=argparse.SUPPRESS)
     ap.add_argument("--task-worker", nargs="+", metavar=("JOB", "TASK"), help=argparse.SUPPRESS)
+    ap.add_argument("--dtype", help=argparse.SUPPRESS)  # the task worker's model.dtype
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     if args.ft_worker:
         print(json.dumps(memory.ft_worker(args.models[0], args.ft_worker)))
         return
     if args.task_worker:
-        print(json.dumps(memory.task_worker(args.task_worker[0], args.task_worker[1:])))
+        print(json.dumps(memory.task_worker(args.task_worker[0], args.task_worker[1:], dtype=args.dtype)))
         return
-    models = load_models(args.models) if any(n in IN_PROCESS for n in args.only) else {}
+    wanted = [*args.models, "smollm2_135m_fp32"] if "precision" in args.only else args.models
+    models = load_models(list(dict.fromkeys(wanted))) if any(n in IN_PROCESS for n in args.only) else {}
     for name in args.only:
         if name == "identify_memory":
             results = memory.bench_identify_memory(args.jobs)

@@ -19,13 +19,17 @@ MID_LLAMA = dict(config=dict(model_type="llama", hidden_size=768, intermediate_s
 
 
 def load_models(which: list[str]) -> dict[str, tuple[Any, Any]]:
-    """SmolLM2, and a random-init Llama about 3x its FFN width that shares its real tokenizer (so label
+    """SmolLM2 (``smollm2_135m``: model.dtype=auto; ``smollm2_135m_fp32``: fp32), and a random-init Llama about 3x its FFN width that shares its real tokenizer (so label
     strings are 1-2 tokens, as with any real model, not the bytes of the test tokenizer)."""
-    smol = load_model_and_tokenizer(OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "smollm2_135m.yaml"))
+    smol_cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "smollm2_135m.yaml")
+    smol = load_model_and_tokenizer(smol_cfg)  # model.dtype=auto: bf16 where this machine computes it fast
     models = {}
     for name in which:
         if name == "smollm2_135m":
             models[name] = smol
+        elif name == "smollm2_135m_fp32":  # the same model forced to fp32: every ratio for both dtypes
+            smol_cfg.dtype = "float32"
+            models[name] = load_model_and_tokenizer(smol_cfg)
         else:
             tok = smol[1]
             config = AutoConfig.for_model(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **MID_LLAMA["config"])

@@ -5,6 +5,11 @@ after training on given tasks ...). A cell's runs are its seeds; runs of differe
 cell are refused. For each cell both sides have: A and B with intervals, and B - A with its interval —
 paired over the same test examples when both sides are one run on the same examples (with the paired
 test's p), else bootstrap (one run each) or Welch's t (seeds).
+
+When both sides are one run on the same examples, each condition's *effect* (its cell minus the same task's
+``original`` / ``before`` cell) is compared too: B's effect - A's effect per example, with its paired interval
+and p, and the share of examples whose outcome is the same on both sides. This is how a change of dtype
+(``model.dtype=float32`` vs ``auto``) or of code is checked for changing what an experiment concludes.
 """
 
 from __future__ import annotations
@@ -90,7 +95,44 @@ def compare(path_a: Path, path_b: Path) -> dict[str, Any]:
         rows.append({"cell": key, "a": ea.as_dict(), "b": eb.as_dict(), "diff": d.as_dict(), "p": p, "how": how,
                      "fmt": [key, ea.fmt(), eb.fmt(), d.fmt(), stats.fmt_p(p), how]})
     only = {"a": [k for k in a if k not in b], "b": [k for k in b if k not in a]}
-    return {"a": str(path_a), "b": str(path_b), "rows": rows, "only": only}
+    return {"a": str(path_a), "b": str(path_b), "rows": rows, "only": only, "effects": effects(a, b, common)}
+
+
+def _reference_cell(key: str, cells: dict) -> str | None:
+    cond, _, task = key.rpartition("/")
+    for ref in ("original", "before"):
+        if cond != ref and f"{ref}/{task}" in cells:
+            return f"{ref}/{task}"
+    return None
+
+
+def _paired(rec: dict, ids: list) -> np.ndarray:
+    by_id = dict(zip(rec["ids"], rec["scores"], strict=True))
+    return np.asarray([by_id[i] for i in ids], dtype=float)
+
+
+def effects(a: dict, b: dict, common: list[str]) -> list[dict[str, Any]]:
+    """Per condition: A's and B's effect (cell - reference) and B - A over the same examples (one run a side)."""
+    rows = []
+    for key in common:
+        ref = _reference_cell(key, a)
+        if ref is None or ref not in b or len(a[key]) != 1 or len(b[key]) != 1 or len(a[ref]) != 1 or len(b[ref]) != 1:
+            continue
+        recs = [a[key][0][1], a[ref][0][1], b[key][0][1], b[ref][0][1]]
+        ids = [i for i in recs[0]["ids"] if all(i in set(r["ids"]) for r in recs[1:])]
+        if not ids:
+            continue
+        ca, ra, cb, rb = (_paired(r, ids) for r in recs)
+        ea, eb = ca - ra, cb - rb
+        d = stats.paired_diff_ci(eb, ea)
+        p = stats.paired_test(eb, ea)["p"]
+        agree = float(np.mean(ca == cb)) * 100
+        est_a, est_b = stats.bootstrap_ci(ea), stats.bootstrap_ci(eb)
+        rows.append({"effect": f"{key} - {ref.partition('/')[0]}", "n": len(ids), "a": est_a.as_dict(),
+                     "b": est_b.as_dict(), "diff": d.as_dict(), "p": p, "same_outcome_pct": round(agree, 1),
+                     "fmt": [f"{key} - {ref.partition('/')[0]}", est_a.fmt(), est_b.fmt(), d.fmt(), stats.fmt_p(p),
+                             f"{agree:.1f}"]})
+    return rows
 
 
 def print_compare(result: dict[str, Any]) -> None:
@@ -106,3 +148,10 @@ def print_compare(result: dict[str, Any]) -> None:
             console.print(f"only in {s.upper()}: {', '.join(result['only'][s])}")
     if not result["rows"]:
         console.print("no cell in common (different tasks or conditions)")
+    if result.get("effects"):
+        eff = Table(title="effects (cell - reference), paired over the same examples")
+        for c in ("effect", "A (95 % CI)", "B (95 % CI)", "B - A (95 % CI)", "p", "same outcome %"):
+            eff.add_column(c, justify="left" if c == "effect" else "right")
+        for r in result["effects"]:
+            eff.add_row(*[str(x) for x in r["fmt"]])
+        console.print(eff)
