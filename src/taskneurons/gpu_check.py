@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from taskneurons.models.precision import DTYPES, resolve_dtype
+
 # Llama-2-7b (meta-llama/Llama-2-7b-hf config.json) and a tiny stand-in for the dry run
 LLAMA2_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
@@ -45,13 +47,14 @@ def plan_layers(shape: dict[str, int], free_bytes: int, batch: int, seq: int) ->
     return max(1, min(shape["num_hidden_layers"], fit))
 
 
-def build_model(shape: dict[str, int], layers: int, device: torch.device) -> torch.nn.Module:
+def build_model(shape: dict[str, int], layers: int, device: torch.device,
+                dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(**{**shape, "num_hidden_layers": layers}, tie_word_embeddings=False)
     torch.manual_seed(0)
     default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly: no fp32 copy of 7B weights
+    torch.set_default_dtype(dtype)  # built in its dtype directly: no fp32 copy of 7B weights
     try:
         with device:
             model = LlamaForCausalLM(config)
@@ -199,12 +202,14 @@ def run_check(dry: bool, out_dir: Path, layers: int | None = None, batch: int = 
         batch, seq = 2, 32
     if layers is None:
         layers = plan_layers(shape, torch.cuda.mem_get_info(device)[0], batch, seq) if use_cuda else shape["num_hidden_layers"]
-    model = build_model(shape, layers, device)
+    # the same resolution as every entry point's model.dtype=auto (bf16 on a GPU that computes it fast)
+    resolved = resolve_dtype("auto", "gpu" if use_cuda else "cpu")
+    model = build_model(shape, layers, device, DTYPES[resolved.dtype])
     meter = Meter(device)
     batches = sft_batches(2 if dry else 4, batch, seq, shape["vocab_size"], device)
     result: dict[str, Any] = {
         "check": "gpu_check", "dry": dry, "device": torch.cuda.get_device_name(device) if use_cuda else "cpu",
-        "dtype": "bfloat16", "torch": torch.__version__, "git_sha": git_state().get("sha"),
+        "dtype": resolved.dtype, "dtype_why": resolved.why, "torch": torch.__version__, "git_sha": git_state().get("sha"),
         "model": {"shape": "tiny" if dry else "Llama-2-7b", "layers": layers, "of_layers": shape["num_hidden_layers"],
                   "params": sum(p.numel() for p in model.parameters()), "random_init": True},
         "batch": batch, "seq": seq, "target_tokens": TARGET_TOKENS,
