@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from taskneurons import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -25,7 +27,7 @@ def compose(config_name: str = "evaluate", overrides: list[str] | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
 
 

@@ -4,6 +4,10 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# The repository root (editable install): conf/ and outputs/ live here.
+# The Hydra configs ship inside the package (so a wheel carries them); the repository's top-level conf/
+# is a symlink to this folder.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+# The repository root of a source checkout (editable install). From an installed wheel this points into
+# site-packages' parent: code must not read package data through it (use CONF_DIR), only optional
+# checkout-only things (git metadata, the Makefile).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"

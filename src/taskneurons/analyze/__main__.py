@@ -23,7 +23,7 @@ def analyze_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict
     return run_command(cfg, out)
 
 
-@hydra.main(version_base="1.3", config_path="../../../conf", config_name="analyze")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="analyze")
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run_entry(cfg, analyze_job)
 
