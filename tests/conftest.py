@@ -63,3 +63,13 @@ def tiny_gpt2():
 @pytest.fixture(params=["tiny_llama", "tiny_bloom", "tiny_gpt2"])
 def tiny_model(request):
     return request.getfixturevalue(request.param)
+
+
+def quickstart_code(tag: str) -> str:
+    """The ```python <tag> code block of docs/quickstart.md (the tests run what a user copies)."""
+    import re
+
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = re.findall(rf"^```python {re.escape(tag)}\n(.*?)^```$", text, flags=re.M | re.S)
+    assert len(blocks) == 1, f"docs/quickstart.md must hold one ```python {tag} block, found {len(blocks)}"
+    return blocks[0]
