@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 # The Hydra configs ship inside the package (so a wheel carries them); the repository's top-level conf/
 # is a symlink to this folder.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+# Reference data read at run time (the paper's numbers, the artefact list); experiments/*.yaml link here.
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 # The repository root of a source checkout (editable install). From an installed wheel this points into
 # site-packages' parent: code must not read package data through it (use CONF_DIR), only optional
 # checkout-only things (git metadata, the Makefile).
@@ -44,7 +46,7 @@ _EXPORTS = {
     "Example": "taskneurons.data.examples",
     "ConfigError": "taskneurons.errors",
 }
-__all__ = ["CONF_DIR", "__version__", *sorted(_EXPORTS)]
+__all__ = ["CONF_DIR", "EXPERIMENTS_DIR", "__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports lazily
     from taskneurons.api import (  # noqa: F401

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from taskneurons import PROJECT_ROOT
 from taskneurons.bench import memory, speed
 from taskneurons.bench.fixtures import load_models
 from taskneurons.runtime.atomic import atomic_write_json
 
-OUT = PROJECT_ROOT / "outputs" / "bench"
+# beside the runs ($TASKNEURONS_OUTPUT or ./outputs), so an installed package writes where it is run
+OUT = Path(os.environ.get("TASKNEURONS_OUTPUT") or "outputs") / "bench"
 IN_PROCESS: dict[str, Callable[[dict], dict]] = {
     "loglik": speed.bench_loglik,
     "identify": speed.bench_identify,
@@ -48,7 +49,7 @@ def _print(name: str, results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m taskneurons.bench", description=__doc__)
     ap.add_argument("--only", nargs="*", default=ALL, choices=ALL)
     ap.add_argument("--models", nargs="*", default=["smollm2_135m", "mid_llama"])
     ap.add_argument("--jobs", type=int, default=1, help="memory benchmarks: fresh processes run side by side")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from taskneurons import CONF_DIR, PROJECT_ROOT
+from taskneurons import CONF_DIR
 from taskneurons.bench.fixtures import load_models, reset_peak_rss, run_worker, status_mb, train_batches
 from taskneurons.models.loss import target_only_loss
 from taskneurons.neurons.attribution import attribute
@@ -42,7 +43,7 @@ def demo_session(job: str, tasks: list[str], out: str, extra: tuple[str, ...] = 
         # the demo is an evaluate job: its config (and caps) serve both sides
         cfg = compose(config_name="evaluate", overrides=overrides)
     splits = ("train", "test") if job == "identify" else ("test",)
-    return open_session(cfg, PROJECT_ROOT / out, {}, splits=splits)
+    return open_session(cfg, Path(out), {}, splits=splits)
 
 
 def task_worker(job: str, tasks: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
