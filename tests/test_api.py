@@ -206,3 +206,26 @@ def test_bad_input_is_one_clear_error_before_any_work(tiny, task, scores, tiny_b
     unknown.config = type("C", (), {"model_type": "mamba"})()
     with pytest.raises(tn.ConfigError, match="model: model_type 'mamba' has no FFN adapter"):
         tn.neuron_pools(unknown)
+
+
+def test_lightning_callbacks_train_only_the_set_and_switch_it_off(tmp_path, task, scores):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from taskneurons.lit.module import CausalLMModule
+
+    model, tok = tn.load_model("tiny_llama")
+    nset = tn.select(scores, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = collate_sft([encode_example(tok, task, e, 256, 64) for e in tn.to_examples(task, ROWS)],
+                        tok.pad_token_id, tok.eos_token_id)
+    eval_cfg = OmegaConf.load(CONF_DIR / "eval" / "default.yaml")
+    module = CausalLMModule(model, tok, eval_cfg, OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0}))
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[tn.finetuning_callback(model, nset)])
+    trainer.fit(module, train_dataloaders=DataLoader([batch], batch_size=None))  # one ready batch per step
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all("mlp" in k for k in changed)  # merged at the end: the deltas are in the weights
+    assert tn.deactivation_callback(model, nset).path == "weights"
