@@ -53,6 +53,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert (Path(where[1]) / "model" / "tiny_llama.yaml").is_file()
     assert (Path(where[1]).parent / "experiments" / "paper_numbers.yaml").is_file()
 
+    assert "== Configuration groups ==" in sh([str(py), "-m", "taskneurons.train", "--help"], elsewhere, env)
     out = sh([str(py), "-m", "taskneurons.identify", "model=tiny_llama", "logger=csv", "task=rotten_tomatoes",
               "data.max_train=16", "data.max_test=4", "neurons.max_examples=8", "trainer.enable_progress_bar=false"],
              elsewhere, env)
