@@ -229,3 +229,16 @@ def test_lightning_callbacks_train_only_the_set_and_switch_it_off(tmp_path, task
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and all("mlp" in k for k in changed)  # merged at the end: the deltas are in the weights
     assert tn.deactivation_callback(model, nset).path == "weights"
+
+
+def test_packaged_tasks_and_a_generation_task_evaluate(tiny):
+    model, tok = tiny
+    xsum = tn.make_task("xsum")  # a packaged task config; the rows come from the caller
+    assert xsum.kind == "generation" and xsum.prompt_fields == ["input"]
+    rows = [{"input": "the cat sat on the mat all day", "target": "cat sits"},
+            {"input": "rain fell over the city", "target": "rain in city", "references": ["city rain"]}]
+    result = tn.evaluate_task(model, tok, xsum, rows, gen_max_new_tokens=3)
+    assert result["n"] == 2 and result["scorer"] == "generate" and 0 <= result["rougeL"] <= 100
+    assert len(result["samples"]) == 2 and result["per_example"]["ids"] == ["xsum-0", "xsum-1"]
+    with pytest.raises(tn.ConfigError, match="unknown evaluation option"):
+        tn.evaluate_task(model, tok, xsum, rows, max_new_tokens=3)
