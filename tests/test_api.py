@@ -198,7 +198,7 @@ def test_bad_input_is_one_clear_error_before_any_work(tiny, task, scores, tiny_b
     with pytest.raises(tn.ConfigError, match="identified on model 'other', not 'tiny_llama'"):
         tn.attach_deltas(model, renamed)
     wrong_def = tn.NeuronSet(nset.indices, nset.pool_sizes, {**nset.meta, "definition": "intermediate"})
-    with pytest.raises(tn.ConfigError, match="whose FFN has other shapes"):
+    with pytest.raises(tn.ConfigError, match=r"definition'\]='intermediate' but its pools are this model's 'output_units'"):
         tn.deactivated(model, wrong_def).__enter__()
     with pytest.raises(tn.ConfigError, match="path='mask' must be one of weights, hooks"):
         tn.deactivated(model, nset, path="mask").__enter__()

@@ -277,6 +277,10 @@ def pools_for(model: Any, nset: NeuronSet, arg: str = "nset") -> list[Pool]:
     sizes = {p.key: p.size for p in pools}
     recorded, here = nset.meta.get("model"), model_name(model)
     if nset.pool_sizes != sizes:
+        other = [d for d in DEFINITIONS if d != definition and nset.pool_sizes == {p.key: p.size for p in _pools(model, d)}]
+        if other:  # this model's pools, but under the other definition: the set's metadata and indices disagree
+            raise ConfigError(f"{arg}.meta['definition']='{definition}' but its pools are this model's '{other[0]}' pools; "
+                              f"fix {arg}.meta['definition'] or use the set it was selected as")
         raise ConfigError(f"{arg} is for model '{recorded}' (definition '{definition}'), whose FFN has other shapes "
                           f"than this model's ('{here}'); score the neurons on this model")
     if recorded is not None and recorded != here:
