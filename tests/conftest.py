@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from taskneurons import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -25,7 +27,7 @@ def compose(config_name: str = "evaluate", overrides: list[str] | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
 
 
@@ -61,3 +63,13 @@ def tiny_gpt2():
 @pytest.fixture(params=["tiny_llama", "tiny_bloom", "tiny_gpt2"])
 def tiny_model(request):
     return request.getfixturevalue(request.param)
+
+
+def quickstart_code(tag: str) -> str:
+    """The ```python <tag> code block of docs/quickstart.md (the tests run what a user copies)."""
+    import re
+
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = re.findall(rf"^```python {re.escape(tag)}\n(.*?)^```$", text, flags=re.M | re.S)
+    assert len(blocks) == 1, f"docs/quickstart.md must hold one ```python {tag} block, found {len(blocks)}"
+    return blocks[0]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT, compose
+from conftest import compose
+from taskneurons import CONF_DIR
 from taskneurons.config import build_task_specs, validate_common
 
 GROUPS = ["model", "benchmark", "data", "eval", "logger", "trainer", "paths"]
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def test_every_group_has_options():

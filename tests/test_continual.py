@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import ROOT, compose
+from conftest import compose
+from taskneurons import CONF_DIR
 from taskneurons.config import build_task_specs, validate_common
 from taskneurons.continual import metrics
 from taskneurons.continual.lora import orthogonality
@@ -121,7 +122,7 @@ def test_olora_regularizer_on_peft_adapters(tiny_llama):
 
 # --- every continual config composes and validates ------------------------------------------------
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / "continual" / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF_DIR / "continual" / group).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("group,option", [("method", o) for o in _options("method")]

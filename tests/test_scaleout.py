@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import compose, tiny
+from taskneurons import CONF_DIR
 from taskneurons.data import sampling
 from taskneurons.data.sampling import StepBatchSampler
 from taskneurons.runtime.distributed import strategy_problems
@@ -30,9 +31,7 @@ def hydra_compose(config: str, overrides: list[str]):
     from hydra import compose as hc
     from hydra import initialize_config_dir
 
-    from conftest import ROOT
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hc(config_name=config, overrides=overrides, return_hydra_config=True)
 
 

@@ -184,7 +184,7 @@ def rerender(metrics: dict[str, Any], out: Path) -> None:
                              title=f"{metrics['model']}: score change after deactivating task i's neurons")
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run_entry(cfg, evaluate_job, on_reuse=rerender)
 

@@ -85,7 +85,7 @@ def print_identify(metrics: dict[str, Any], out: Path) -> None:
     print_results_path(console, out)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="identify")
+@hydra.main(version_base="1.3", config_path="conf", config_name="identify")
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run_entry(cfg, identify_job)
 

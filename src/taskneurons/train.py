@@ -202,7 +202,7 @@ def domain_summary(results: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run_entry(cfg, train_job)
 

@@ -23,7 +23,7 @@ def analyze_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict
     return run_command(cfg, out)
 
 
-@hydra.main(version_base="1.3", config_path="../../../conf", config_name="analyze")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="analyze")
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run_entry(cfg, analyze_job)
 
@@ -32,6 +32,11 @@ def cli() -> None:
     from taskneurons.analyze.jobs import COMMANDS
 
     args = sys.argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        # Hydra's own help needs the command first: it shows that command's composed config
+        print(f"{USAGE}\n\n{__doc__}\nHydra's help for one command (its config and overrides): "
+              "python -m taskneurons.analyze <command> --help")
+        return
     if not args or args[0] not in COMMANDS:
         given = args[0] if args else "nothing"
         print(f"error: the first argument must be a command ({', '.join(COMMANDS)}), got {given!r}; {USAGE}", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from taskneurons import PROJECT_ROOT
+from taskneurons import EXPERIMENTS_DIR
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text
 from taskneurons.runtime.metadata import git_state
 
@@ -25,7 +25,7 @@ CAP_KEYS = ("data.max_train", "data.max_test", "data.max_prompt_tokens", "data.m
 
 
 def paper_numbers(key: str) -> dict[str, Any]:
-    path = PROJECT_ROOT / "experiments" / "paper_numbers.yaml"
+    path = EXPERIMENTS_DIR / "paper_numbers.yaml"
     return (yaml.safe_load(path.read_text()) or {}).get(key, {}) if path.is_file() else {}
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from taskneurons import PROJECT_ROOT
 from taskneurons.bench import memory, precision, speed
 from taskneurons.bench.fixtures import load_models
 from taskneurons.runtime.atomic import atomic_write_json
 
-OUT = PROJECT_ROOT / "outputs" / "bench"
+# beside the runs ($TASKNEURONS_OUTPUT or ./outputs), so an installed package writes where it is run
+OUT = Path(os.environ.get("TASKNEURONS_OUTPUT") or "outputs") / "bench"
 IN_PROCESS: dict[str, Callable[[dict], dict]] = {
     "loglik": speed.bench_loglik,
     "identify": speed.bench_identify,
@@ -49,7 +50,7 @@ def _print(name: str, results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m taskneurons.bench", description=__doc__)
     ap.add_argument("--only", nargs="*", default=ALL, choices=ALL)
     ap.add_argument("--models", nargs="*", default=["smollm2_135m", "smollm2_135m_fp32", "mid_llama"],
                     help="smollm2_135m (model.dtype=auto), smollm2_135m_fp32, mid_llama (random init, fp32)")

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from taskneurons import PROJECT_ROOT
+from taskneurons import CONF_DIR
 from taskneurons.data.encoding import collate_sft, encode_example
 from taskneurons.data.loading import load_tasks
 from taskneurons.data.tasks import task_spec_from_config
@@ -19,9 +19,10 @@ MID_LLAMA = dict(config=dict(model_type="llama", hidden_size=768, intermediate_s
 
 
 def load_models(which: list[str]) -> dict[str, tuple[Any, Any]]:
-    """SmolLM2 (``smollm2_135m``: model.dtype=auto; ``smollm2_135m_fp32``: fp32), and a random-init Llama about 3x its FFN width that shares its real tokenizer (so label
-    strings are 1-2 tokens, as with any real model, not the bytes of the test tokenizer)."""
-    smol_cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "smollm2_135m.yaml")
+    """SmolLM2 (``smollm2_135m``: model.dtype=auto; ``smollm2_135m_fp32``: fp32), and a random-init Llama
+    about 3x its FFN width that shares its real tokenizer (so label strings are 1-2 tokens, as with any real
+    model, not the bytes of the test tokenizer)."""
+    smol_cfg = OmegaConf.load(CONF_DIR / "model" / "smollm2_135m.yaml")
     smol = load_model_and_tokenizer(smol_cfg)  # model.dtype=auto: bf16 where this machine computes it fast
     models = {}
     for name in which:
@@ -39,7 +40,7 @@ def load_models(which: list[str]) -> dict[str, tuple[Any, Any]]:
 
 
 def _task(name: str):
-    return task_spec_from_config(name, OmegaConf.load(PROJECT_ROOT / "conf" / "task" / f"{name}.yaml"))
+    return task_spec_from_config(name, OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml"))
 
 
 def starter_batches(tok, task: str, n: int, batch_size: int, max_tokens: int):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from taskneurons import PROJECT_ROOT
+from taskneurons import CONF_DIR
 from taskneurons.bench.fixtures import load_models, reset_peak_rss, run_worker, status_mb, train_batches
 from taskneurons.models.loss import target_only_loss
 from taskneurons.neurons.attribution import attribute
@@ -38,11 +39,11 @@ def demo_session(job: str, tasks: list[str], out: str, extra: tuple[str, ...] = 
 
     overrides = ["experiment=demo", "logger=none", f"task=[{','.join(tasks)}]", "neurons.reuse=false",
                  f"paths.output_root={out}", "trainer.enable_progress_bar=false", *extra]
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         # the demo is an evaluate job: its config (and caps) serve both sides
         cfg = compose(config_name="evaluate", overrides=overrides)
     splits = ("train", "test") if job == "identify" else ("test",)
-    return open_session(cfg, PROJECT_ROOT / out, {}, splits=splits)
+    return open_session(cfg, Path(out), {}, splits=splits)
 
 
 def task_worker(job: str, tasks: list[str], extra: tuple[str, ...] = (), dtype: str | None = None) -> dict[str, Any]:

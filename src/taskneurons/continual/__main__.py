@@ -66,7 +66,7 @@ def continual_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> di
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../../../conf", config_name="continual")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="continual")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     return run_entry(cfg, continual_job)
 

@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from taskneurons import PROJECT_ROOT
+from taskneurons import EXPERIMENTS_DIR
 from taskneurons.errors import ConfigError
 from taskneurons.report.heatmap import save_change_heatmaps
 from taskneurons.runtime.atomic import atomic_write_json, read_json_with_checksum
@@ -52,7 +52,7 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
             change.setdefault(m["neurons"], {})[task] = {
                 t: round(r["score"] - m["before"][t]["score"], 2) for t, r in m["tasks"].items()}
         row[f"train_{m['neurons']}"] = m["tasks"][task]["score"]
-    paper = yaml.safe_load((PROJECT_ROOT / "experiments" / "paper_numbers.yaml").read_text()).get(paper_key or "", {})
+    paper = yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text()).get(paper_key or "", {})
     cols = ["zero_shot", "train_random", "train_task"]
     table = Table(title=f"Table 2 layout from {sweep}")
     table.add_column("task")

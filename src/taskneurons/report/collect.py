@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from taskneurons import PROJECT_ROOT
+from taskneurons import EXPERIMENTS_DIR, PROJECT_ROOT
 from taskneurons.errors import ConfigError
 from taskneurons.report.artefacts import SCALES, md_table, ordered_tables, output_root, results_dir
 from taskneurons.runtime.atomic import atomic_write_text
@@ -30,7 +30,7 @@ PAPER_ARTEFACTS = ("Table 1", "Table 2", "Table 4", "Table 5", "Table 6", "Table
 
 
 def load_artefacts(path: Path | None = None) -> list[dict[str, Any]]:
-    path = path or PROJECT_ROOT / "experiments" / "artefacts.yaml"
+    path = path or EXPERIMENTS_DIR / "artefacts.yaml"
     entries = yaml.safe_load(path.read_text()) or []
     problems = [f"{path}: entry {e!r} needs name, target, paper and scales" for e in entries
                 if not isinstance(e, dict) or not {"name", "target", "paper", "scales"} <= set(e)]
@@ -40,7 +40,12 @@ def load_artefacts(path: Path | None = None) -> list[dict[str, Any]]:
 
 
 def make_targets(makefile: Path | None = None) -> set[str]:
-    text = (makefile or PROJECT_ROOT / "Makefile").read_text()
+    makefile = makefile or PROJECT_ROOT / "Makefile"
+    if not makefile.is_file():
+        # an installed wheel has no Makefile: the artefacts' sweeps are make targets of a source checkout
+        raise ConfigError(f"{makefile} not found: `report all` runs the Makefile's targets, so run it in a source "
+                          "checkout (git clone + make install); `report table1|table2|fig5 <sweep_dir>` work anywhere")
+    text = makefile.read_text()
     return set(re.findall(r"^([A-Za-z0-9_-]+):", text, flags=re.M))
 
 

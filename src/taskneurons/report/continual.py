@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from taskneurons import PROJECT_ROOT  # noqa: E402
+from taskneurons import EXPERIMENTS_DIR  # noqa: E402
 from taskneurons.continual.metrics import fg_retention  # noqa: E402
 from taskneurons.report.artefacts import results_dir  # noqa: E402
 from taskneurons.report.figures import save_figure  # noqa: E402
@@ -62,7 +62,7 @@ def load_runs(sweep: Path) -> list[dict]:
 
 
 def paper_numbers() -> dict:
-    return yaml.safe_load((PROJECT_ROOT / "experiments" / "paper_numbers.yaml").read_text())
+    return yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text())
 
 
 def table5(runs: list[dict]) -> dict:
@@ -153,7 +153,7 @@ def write_artefact(artefact: str, scale: str, title: str, tables: dict, paper: d
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m taskneurons.report.continual", description=__doc__)
     ap.add_argument("kind", choices=["table5", "fig4"])
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--scale", default="small")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from taskneurons import PROJECT_ROOT
+from taskneurons import EXPERIMENTS_DIR
 from taskneurons.report import stats
 from taskneurons.report.heatmap import save_change_heatmaps
 from taskneurons.report.runs import Run, load_runs, select
@@ -22,7 +22,7 @@ Records = list[dict]  # one per_example record per seed
 
 
 def paper_numbers(key: str) -> dict:
-    data = yaml.safe_load((PROJECT_ROOT / "experiments" / "paper_numbers.yaml").read_text()) or {}
+    data = yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text()) or {}
     return data.get(key) or {}
 
 

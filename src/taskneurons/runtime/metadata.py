@@ -20,6 +20,8 @@ PACKAGES = (
 
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str | None:
+        if not (PROJECT_ROOT / ".git").exists():
+            return None  # an installed package: no checkout (a repository around site-packages is not ours)
         try:
             r = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
