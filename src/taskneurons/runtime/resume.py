@@ -37,7 +37,7 @@ from taskneurons.runtime.atomic import (
     cleanup_temp_files,
     sha256_of_file,
 )
-from taskneurons.runtime.metadata import git_state
+from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.signals import STOP
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ def config_key(cfg: Any) -> str:
     for k in _NOT_IN_KEY:
         data.pop(k, None)
     data["paths"] = {"data_dir": str(cfg.paths.data_dir)}  # the data read is part of the result
-    # another code version may compute something else: its results are not reused (resume=false forces it)
-    data["code"] = {"version": __version__, "git": git_state().get("sha")}
+    # other code may compute something else: its results are not reused (resume=false forces it). The source
+    # hash, not the git SHA: an uncommitted edit is other code too, and a wheel install has no git
+    data["code"] = {"version": __version__, "source": code_hash()}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -1,0 +1,32 @@
+"""The identity of the code that computes a result: a hash of the package's own source files.
+
+Every cached result (job state, neuron sets, report artefacts) is keyed on it, so an edit, committed or
+not, means recomputing instead of reusing what the old code produced. It needs no git (a wheel install
+has no .git); the git SHA stays in the run metadata for provenance only. The config files are not
+hashed here: their content is already in the resolved config that the key is taken from.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+# the folder whose ``**/*.py`` is hashed; a test points it at a copy of the package
+SOURCE_DIR = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _hash_tree(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        # the relative path is part of the hash: moving code between files is a change too
+        data = path.read_bytes()
+        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def code_hash() -> str:
+    """16 hex digits of the package's source (computed once per process: the code does not change while it runs)."""
+    return _hash_tree(SOURCE_DIR)
