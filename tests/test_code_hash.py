@@ -99,8 +99,10 @@ def test_an_uncommitted_edit_recomputes_a_finished_result_instead_of_reusing_it(
 
 
 def test_a_neuron_set_stored_by_other_code_is_identified_again(tmp_path, data_dir, tiny_llama, use_source):
+    from taskneurons.analyze.sets import find_task_set
     from taskneurons.config import build_task_specs
     from taskneurons.data.loading import load_tasks
+    from taskneurons.errors import ConfigError
     from taskneurons.neurons.attribution import attribute
     from taskneurons.neurons.identify import identify_task
     from taskneurons.neurons.neuronset import NeuronSet
@@ -115,9 +117,12 @@ def test_a_neuron_set_stored_by_other_code_is_identified_again(tmp_path, data_di
         calls.append(1)
         return attribute(*args, **kwargs)
 
+    def config(proportion: float = 0.01):
+        return compose("identify", overrides=["model=tiny_llama", "task=[sst2]", "neurons.max_examples=4",
+                                              f"neurons.store_dir={tmp_path}/store", f"neurons.proportion={proportion}"])
+
     def identify(proportion: float):
-        cfg = compose("identify", overrides=["model=tiny_llama", "task=[sst2]", "neurons.max_examples=4",
-                                             f"neurons.store_dir={tmp_path}/store", f"neurons.proportion={proportion}"])
+        cfg = config(proportion)
         specs, problems = build_task_specs(cfg)
         assert not problems
         data = load_tasks(specs, data_dir, max_train=8, max_test=1, seed=0)
@@ -128,8 +133,11 @@ def test_a_neuron_set_stored_by_other_code_is_identified_again(tmp_path, data_di
     assert info["source"] == "attribution" and nset.meta["code_hash"] == old and len(calls) == 1
     assert identify(0.01)[1]["source"] == "store" and len(calls) == 1, "same code: the stored set is reused"
     assert identify(0.02)[1]["source"].startswith("re-selected") and len(calls) == 1
+    assert find_task_set(tmp_path / "store", "tiny_llama", "sst2", config().neurons).is_file()
     invert_decisions(root)
     new = use_source(root)
+    with pytest.raises(ConfigError, match="identified by this code"):  # analysis does not read the old sets
+        find_task_set(tmp_path / "store", "tiny_llama", "sst2", config().neurons)
     nset, info = identify(0.01)
     assert info["source"] == "attribution" and len(calls) == 2, "a set stored by older code is not reused"
     assert nset.meta["code_hash"] == new and NeuronSet.load(info["path"]).meta["code_hash"] == new

@@ -12,6 +12,7 @@ from typing import Any
 from taskneurons.errors import ConfigError
 from taskneurons.neurons.neuronset import NeuronSet, check_proportion, select_top
 from taskneurons.runtime.atomic import read_json_with_checksum
+from taskneurons.runtime.code_hash import code_hash
 
 
 def check_grid(values: Any, key: str) -> list[str]:
@@ -29,7 +30,8 @@ def check_grid(values: Any, key: str) -> list[str]:
 
 def _meta_matches(meta: dict, model: str, ncfg: Any) -> bool:
     want = {"model": model, "definition": ncfg.definition, "reduction": ncfg.reduction,
-            "token_scope": ncfg.token_scope, "max_examples": ncfg.max_examples, "seed": int(ncfg.seed)}
+            "token_scope": ncfg.token_scope, "max_examples": ncfg.max_examples, "seed": int(ncfg.seed),
+            "code_hash": code_hash()}  # a set identified by other code is not this code's result
     return all(meta.get(k) == v for k, v in want.items())
 
 
@@ -47,8 +49,8 @@ def find_task_set(store_dir: str | Path, model: str, task: str, ncfg: Any) -> Pa
     if not folders:
         raise ConfigError(
             f"no stored neuron set for task '{task}' of model '{model}' under {root} with definition={ncfg.definition}, "
-            f"max_examples={ncfg.max_examples}, seed={ncfg.seed}; run python -m taskneurons.identify with the same "
-            "model/neurons settings first (or set neurons.store_dir)")
+            f"max_examples={ncfg.max_examples}, seed={ncfg.seed}, identified by this code; run python -m "
+            "taskneurons.identify with the same model/neurons settings first (or set neurons.store_dir)")
     if len(folders) > 1:
         raise ConfigError(
             f"task '{task}': {len(folders)} stored sets match ({', '.join(p.name for p in folders)}, data caps differ); "
