@@ -16,13 +16,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from taskneurons.analyze.controlled import check_controlled, controlled_set
 from taskneurons.data.datamodule import TaskDataModule
-from taskneurons.eval.loop import resumable_test
+from taskneurons.lit.evaluation import resumable_test
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.models.fingerprint import model_fingerprint
+from taskneurons.neurons.controlled import check_controlled, controlled_set
 from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
 from taskneurons.neurons.per_task import PerTaskMasks, per_task_loader
 from taskneurons.neurons.pools import neuron_pools

@@ -1,4 +1,5 @@
-"""Stored neuron sets for analysis: found in the identify store, re-selected at any proportion.
+"""Stored neuron sets for analysis: found in the identify store (re-selected at any proportion with
+``neurons.neuronset.at_proportion``).
 
 Attribution scores do not depend on the proportion, so one stored set of a task (its scores) gives the
 task's top-p % set for every p without a model (``neurons/identify.py`` stores them).
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from taskneurons.errors import ConfigError
-from taskneurons.neurons.neuronset import NeuronSet, check_proportion, select_top
+from taskneurons.neurons.neuronset import NeuronSet, check_proportion
 from taskneurons.runtime.atomic import read_json_with_checksum
 from taskneurons.runtime.code_hash import code_hash
 
@@ -90,10 +91,3 @@ def same_space_problems(sets: dict[str, NeuronSet]) -> list[str]:
         if s.pool_sizes != first.pool_sizes and s.meta.get("model") == first.meta.get("model"):
             p.append(f"neuron sets of '{name0}' and '{name}' have different pools (another model shape?)")
     return p
-
-
-def at_proportion(nset: NeuronSet, proportion: float, scope: str = "per_module") -> NeuronSet:
-    """The same task's top-``proportion`` set, re-selected from its stored scores."""
-    assert nset.scores is not None
-    meta = {**nset.meta, "proportion": float(proportion), "scope": scope}
-    return NeuronSet(select_top(nset.scores, nset.pool_sizes, float(proportion), scope), dict(nset.pool_sizes), meta)

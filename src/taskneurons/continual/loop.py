@@ -26,7 +26,7 @@ from taskneurons.continual.methods import Method, Stage
 from taskneurons.continual.metrics import summarize
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.data.loading import TaskData
-from taskneurons.eval.loop import run_test
+from taskneurons.lit.evaluation import run_test
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule, flat_results
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
@@ -341,7 +341,8 @@ class ContinualRun:
                 scalars[f"cl/{k}"] = float(self.infos[-1][k])
         lg.log_metrics(scalars, 0)
         lg.save()  # flushed per stage: a killed run keeps what its finished stages logged
-        from taskneurons.report.continual import save_matrix_heatmap
+        # imported here: matplotlib loads only once a stage is done
+        from taskneurons.continual.heatmap import save_matrix_heatmap
 
         png = save_matrix_heatmap(self.matrix(), [s.name for s in self.stages][: len(self.rows)], self.ctx.eval_tasks,
                                   self.out / "accuracy_matrix.png",
