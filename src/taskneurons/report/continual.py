@@ -1,5 +1,5 @@
-"""Continual-learning reports: the accuracy-matrix heatmap of one run, Table 5 (CL per method x order)
-and Fig. 4 (FG retention per stage) from a sweep, with the paper's numbers beside ours.
+"""Continual-learning reports: Table 5 (CL per method x order) and Fig. 4 (FG retention per stage) from a
+sweep, with the paper's numbers beside ours (one run's accuracy heatmap: ``continual/heatmap.py``).
 
 ``python -m taskneurons.report.continual table5|fig4 <sweep dir> --scale tiny|small|paper``
 writes ``outputs/results/<artefact>/<scale>/{table.md,result.json,*.png}`` (the artefact contract).
