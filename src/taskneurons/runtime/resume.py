@@ -1,5 +1,6 @@
-"""Resumable work: what a finished step produced is kept under a key derived from the config, so the
-same command, run again after a crash or a kill, picks up where it stopped.
+"""Resumable work: what a finished step produced is kept under a key derived from the config and the
+code (a hash of the package's source, ``runtime/code_hash.py``), so the same command, run again after a
+crash or a kill, picks up where it stopped, and an edited package computes its own results.
 
 State lives in ``<paths.output_root>/state/<job>/<config key>/``. Every file is written atomically and
 carries a sha256 that is checked on load (the project's one checksummed-JSON format,
