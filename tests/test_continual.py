@@ -155,20 +155,27 @@ def test_bad_continual_config_is_named(overrides, needle):
 
 
 # --- NCFT on a tiny model: only the selected rows move -------------------------------------------
-def test_ncft_stage_changes_only_the_selected_rows(tmp_path):
-    from taskneurons.continual.loop import Context, OffsetLogger, train_stage
+def ncft_stage(tmp_path, *overrides: str):
+    """An NCFT run of one stage (cl_agnews, 2 steps) on tiny Llama: (config, context, method, stage)."""
+    from taskneurons.continual.loop import Context, OffsetLogger
     from taskneurons.continual.methods import build_method
     from taskneurons.runtime.resume import JobState
     from taskneurons.runtime.session import open_session
 
     cfg = compose("continual", ["continual/scale=tiny", "continual/method=ncft", "continual.order=[cl_agnews]",
-                                "logger=none", "optim.lr=1e-2", "optim.max_steps=2", "data.max_test=2"])
+                                "logger=none", "optim.lr=1e-2", "optim.max_steps=2", "data.max_test=2", *overrides])
     session = open_session(cfg, tmp_path, {}, need_train=["cl_agnews"])
-    state = JobState(tmp_path, "continual", "test")
-    ctx = Context(session, state, ["cl_agnews"], ["cl_agnews"], OffsetLogger(None))
+    ctx = Context(session, JobState(tmp_path, "continual", "test"), ["cl_agnews"], ["cl_agnews"], OffsetLogger(None))
     method = build_method(cfg)
     method.setup(ctx)
-    stage = method.stages(ctx.order)[0]
+    return cfg, ctx, method, method.stages(ctx.order)[0]
+
+
+def test_ncft_stage_changes_only_the_selected_rows(tmp_path):
+    from taskneurons.continual.loop import train_stage
+
+    _, ctx, method, stage = ncft_stage(tmp_path)
+    session = ctx.session
     before = {n: t.clone() for n, t in session.model.state_dict().items()}
     method.prepare(ctx, stage)
     info = train_stage(ctx, method, stage)

@@ -10,20 +10,12 @@ from conftest import compose
 
 
 def test_a_stage_killed_after_training_is_restored_not_trained_again(tmp_path, data_dir, monkeypatch):
-    from taskneurons.continual.loop import Context, OffsetLogger, train_stage
+    from taskneurons.continual.loop import train_stage
     from taskneurons.continual.methods import build_method
-    from taskneurons.runtime.resume import JobState
-    from taskneurons.runtime.session import open_session
+    from test_continual import ncft_stage
 
-    cfg = compose("continual", ["continual/scale=tiny", "continual/method=ncft", "continual.order=[cl_agnews]",
-                                "logger=none", "optim.lr=1e-2", "optim.max_steps=2", "data.max_test=2",
-                                f"neurons.store_dir={tmp_path}/store"])
-    session = open_session(cfg, tmp_path, {}, need_train=["cl_agnews"])
-    state = JobState(tmp_path, "continual", "test")
-    ctx = Context(session, state, ["cl_agnews"], ["cl_agnews"], OffsetLogger(None))
-    method = build_method(cfg)
-    method.setup(ctx)
-    stage = method.stages(ctx.order)[0]
+    cfg, ctx, method, stage = ncft_stage(tmp_path, f"neurons.store_dir={tmp_path}/store")
+    session, state = ctx.session, ctx.state
     pretrained = {n: t.clone() for n, t in session.model.state_dict().items()}
     method.prepare(ctx, stage)
     first = train_stage(ctx, method, stage)
