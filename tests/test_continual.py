@@ -246,3 +246,22 @@ def test_wncft_normalized_equals_the_weighted_mean_unit_by_unit():
             assert torch.equal(out["values"][row], owned[0][1].float())  # copied, bit for bit
         else:
             assert torch.allclose(out["values"][row].double(), expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,per_task_scores", [("pertask", [60.0, 80.0]), ("seqft", None), ("mtl", None)])
+def test_each_method_adds_its_own_summary_numbers(name, per_task_scores):
+    """The loop asks the method (Method.extra_summary) instead of branching on its name."""
+    from types import SimpleNamespace
+
+    from taskneurons.continual.loop import ContinualRun
+    from taskneurons.continual.methods import build_method
+
+    method = build_method(compose("continual", [f"continual/method={name}"]))
+    ctx = SimpleNamespace(order=["a", "b"], eval_tasks=["a", "b"])
+    run = ContinualRun(ctx, method, None, {}, {"method": name})
+    matrix = [[70.0, 20.0], [60.0, 80.0]][: len(run.stages)]
+    run.rows = [{t: {"score": s} for t, s in zip(ctx.eval_tasks, row, strict=True)} for row in matrix]
+    summary = run.metrics(complete=True)["summary"]
+    assert summary.get("per_task_scores") == per_task_scores
+    if name == "mtl":  # one joint stage: its average, no forgetting
+        assert run.stages[0].train_tasks == ["a", "b"] and summary["cl"] == 45.0 and summary["bwt"] is None
