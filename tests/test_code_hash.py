@@ -10,17 +10,12 @@ import pytest
 
 from conftest import compose
 from taskneurons.runtime import code_hash as code_hash_module
-from taskneurons.runtime.code_hash import SOURCE_DIR, code_hash
+from taskneurons.runtime.code_hash import SOURCE_DIR, code_hash, source_hash
 
 
 def copy_package(dest: Path) -> Path:
     shutil.copytree(SOURCE_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
-
-
-def fresh_hash(root: Path) -> str:
-    code_hash_module._hash_tree.cache_clear()  # as a new process would: the cache lives per process
-    return code_hash_module._hash_tree(root)
 
 
 @pytest.fixture()
@@ -29,11 +24,11 @@ def use_source(monkeypatch):
 
     def use(root: Path) -> str:
         monkeypatch.setattr(code_hash_module, "SOURCE_DIR", root)
-        code_hash_module._hash_tree.cache_clear()
+        code_hash_module._hash_once.cache_clear()  # as a new process would: the cache lives per process
         return code_hash()
 
     yield use
-    code_hash_module._hash_tree.cache_clear()
+    code_hash_module._hash_once.cache_clear()
 
 
 def invert_decisions(root: Path) -> None:
@@ -44,11 +39,11 @@ def invert_decisions(root: Path) -> None:
 
 def test_the_hash_is_stable_and_changes_with_any_python_file(tmp_path):
     root = copy_package(tmp_path / "pkg")
-    first = fresh_hash(root)
-    assert fresh_hash(root) == first == fresh_hash(SOURCE_DIR), "same files, same hash (also in another folder)"
+    first = source_hash(root)
+    assert source_hash(root) == first == source_hash(SOURCE_DIR), "same files, same hash (also in another folder)"
     (root / "README.txt").write_text("not code")
     (root / "eval" / "scoring.pyc").write_bytes(b"\0")
-    assert fresh_hash(root) == first, "only .py files count"
+    assert source_hash(root) == first, "only .py files count"
     seen = [first]
     for edit in (
         lambda: invert_decisions(root),
@@ -56,13 +51,13 @@ def test_the_hash_is_stable_and_changes_with_any_python_file(tmp_path):
         lambda: (root / "data" / "new_module.py").rename(root / "models" / "new_module.py"),
     ):
         edit()
-        seen.append(fresh_hash(root))
+        seen.append(source_hash(root))
     assert len(set(seen)) == len(seen), f"every change to the .py files gives a new hash: {seen}"
     (root / "models" / "new_module.py").unlink()
-    assert fresh_hash(root) == seen[1], "the same files give the same hash again"
+    assert source_hash(root) == seen[1], "the same files give the same hash again"
     path = root / "eval" / "scoring.py"
     path.write_text(path.read_text().replace("\n# every decision inverted (an uncommitted edit)\n", ""))
-    assert fresh_hash(root) == first, "undoing the edit gives the original hash back"
+    assert source_hash(root) == first, "undoing the edit gives the original hash back"
 
 
 def test_code_hash_is_computed_once_per_process(tmp_path, use_source):

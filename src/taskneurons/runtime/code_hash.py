@@ -16,8 +16,8 @@ from pathlib import Path
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
-def _hash_tree(root: Path) -> str:
+def source_hash(root: Path) -> str:
+    """16 hex digits of every ``*.py`` below ``root`` (their paths and bytes), read now."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         # the relative path is part of the hash: moving code between files is a change too
@@ -27,6 +27,11 @@ def _hash_tree(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def _hash_once(root: Path) -> str:
+    return source_hash(root)
+
+
 def code_hash() -> str:
-    """16 hex digits of the package's source (computed once per process: the code does not change while it runs)."""
-    return _hash_tree(SOURCE_DIR)
+    """The source hash of the package, computed once per process: the code it runs does not change."""
+    return _hash_once(SOURCE_DIR)
