@@ -9,13 +9,13 @@ import pytest
 import torch
 from scipy import stats
 
-from taskneurons.analyze.controlled import check_controlled, counts_for, draw_controlled, overlap_rate
 from taskneurons.analyze.correlate import correlation
 from taskneurons.analyze.overlap import group_overlap, overlap_sweep, union_of
-from taskneurons.analyze.sets import at_proportion, check_grid, same_space_problems
+from taskneurons.analyze.sets import check_grid, same_space_problems
 from taskneurons.analyze.similarity import cosine, layer_similarity, pool_terms
 from taskneurons.errors import ConfigError
-from taskneurons.neurons.neuronset import NeuronSet
+from taskneurons.neurons.controlled import check_controlled, counts_for, draw_controlled, overlap_rate
+from taskneurons.neurons.neuronset import NeuronSet, at_proportion
 
 SIZES = {(0, "up"): 10, (0, "down"): 4, (1, "up"): 10, (1, "down"): 4}
 

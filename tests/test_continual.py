@@ -156,20 +156,27 @@ def test_bad_continual_config_is_named(overrides, needle):
 
 
 # --- NCFT on a tiny model: only the selected rows move -------------------------------------------
-def test_ncft_stage_changes_only_the_selected_rows(tmp_path):
-    from taskneurons.continual.loop import Context, OffsetLogger, train_stage
+def ncft_stage(tmp_path, *overrides: str):
+    """An NCFT run of one stage (cl_agnews, 2 steps) on tiny Llama: (config, context, method, stage)."""
+    from taskneurons.continual.loop import Context, OffsetLogger
     from taskneurons.continual.methods import build_method
     from taskneurons.runtime.resume import JobState
     from taskneurons.runtime.session import open_session
 
     cfg = compose("continual", ["continual/scale=tiny", "continual/method=ncft", "continual.order=[cl_agnews]",
-                                "logger=none", "optim.lr=1e-2", "optim.max_steps=2", "data.max_test=2"])
+                                "logger=none", "optim.lr=1e-2", "optim.max_steps=2", "data.max_test=2", *overrides])
     session = open_session(cfg, tmp_path, {}, need_train=["cl_agnews"])
-    state = JobState(tmp_path, "continual", "test")
-    ctx = Context(session, state, ["cl_agnews"], ["cl_agnews"], OffsetLogger(None))
+    ctx = Context(session, JobState(tmp_path, "continual", "test"), ["cl_agnews"], ["cl_agnews"], OffsetLogger(None))
     method = build_method(cfg)
     method.setup(ctx)
-    stage = method.stages(ctx.order)[0]
+    return cfg, ctx, method, method.stages(ctx.order)[0]
+
+
+def test_ncft_stage_changes_only_the_selected_rows(tmp_path):
+    from taskneurons.continual.loop import train_stage
+
+    _, ctx, method, stage = ncft_stage(tmp_path)
+    session = ctx.session
     before = {n: t.clone() for n, t in session.model.state_dict().items()}
     method.prepare(ctx, stage)
     info = train_stage(ctx, method, stage)
@@ -240,3 +247,22 @@ def test_wncft_normalized_equals_the_weighted_mean_unit_by_unit():
             assert torch.equal(out["values"][row], owned[0][1].float())  # copied, bit for bit
         else:
             assert torch.allclose(out["values"][row].double(), expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,per_task_scores", [("pertask", [60.0, 80.0]), ("seqft", None), ("mtl", None)])
+def test_each_method_adds_its_own_summary_numbers(name, per_task_scores):
+    """The loop asks the method (Method.extra_summary) instead of branching on its name."""
+    from types import SimpleNamespace
+
+    from taskneurons.continual.loop import ContinualRun
+    from taskneurons.continual.methods import build_method
+
+    method = build_method(compose("continual", [f"continual/method={name}"]))
+    ctx = SimpleNamespace(order=["a", "b"], eval_tasks=["a", "b"])
+    run = ContinualRun(ctx, method, None, {}, {"method": name})
+    matrix = [[70.0, 20.0], [60.0, 80.0]][: len(run.stages)]
+    run.rows = [{t: {"score": s} for t, s in zip(ctx.eval_tasks, row, strict=True)} for row in matrix]
+    summary = run.metrics(complete=True)["summary"]
+    assert summary.get("per_task_scores") == per_task_scores
+    if name == "mtl":  # one joint stage: its average, no forgetting
+        assert run.stages[0].train_tasks == ["a", "b"] and summary["cl"] == 45.0 and summary["bwt"] is None

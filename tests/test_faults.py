@@ -113,6 +113,33 @@ def test_a_damaged_state_file_is_recomputed_not_used(tmp_path):
     assert state.get("baseline") is None
 
 
+def test_one_checksummed_json_format_and_the_policy_for_a_damaged_file(tmp_path, caplog):
+    from taskneurons.runtime.atomic import read_json_with_checksum, write_json_with_checksum
+    from taskneurons.runtime.resume import JobState
+
+    # job state and run metrics are one format: either reader reads the other's file
+    state = JobState(tmp_path, "evaluate", "k")
+    state.put("final", {"tasks": {"t": {"score": 50.0}}})
+    assert read_json_with_checksum(state.dir / "final.json") == {"tasks": {"t": {"score": 50.0}}}
+    write_json_with_checksum(state.dir / "other.json", {"x": 1})
+    assert state.get("other") == {"x": 1}
+    for damage in (lambda t: t.replace("50.0", "99.0"), lambda t: t[:15], lambda t: "[1, 2]"):
+        path = state.dir / "final.json"
+        state.put("final", {"tasks": {"t": {"score": 50.0}}})
+        path.write_text(damage(path.read_text()))
+        with pytest.raises(ValueError, match=str(path)):
+            read_json_with_checksum(path)  # the default policy: raise, naming the file; the file stays
+        assert path.exists()
+        with caplog.at_level("WARNING", logger="taskneurons.runtime.atomic"):
+            assert read_json_with_checksum(path, on_damage="set_aside") is None
+        assert not path.exists() and (state.dir / "final.json.corrupt").exists() and "final.json" in caplog.text
+    assert read_json_with_checksum(tmp_path / "absent.json", on_damage="set_aside") is None
+    with pytest.raises(FileNotFoundError):
+        read_json_with_checksum(tmp_path / "absent.json")
+    with pytest.raises(TypeError):
+        write_json_with_checksum(tmp_path / "bad.json", {"checksum": "mine"})  # would be overwritten
+
+
 def test_failing_sweep_job_does_not_stop_the_others_and_rerun_redoes_only_it(tmp_path):
     sweep = tmp_path / "sweep"
     tiny = [a for a in TINY if not a.startswith("data.max_test")]

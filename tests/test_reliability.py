@@ -51,9 +51,12 @@ def wait_for(proc: subprocess.Popen, pattern: str, root: Path, timeout: float = 
         time.sleep(0.01)
 
 
-def git_head() -> str:
-    """The code version: resumable state is keyed by it, so a commit during a test starts a fresh state."""
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+def code_version() -> str:
+    """The package's source hash, read afresh: resumable state is keyed by it, so an edit of the code
+    during a test starts a fresh state."""
+    from taskneurons.runtime.code_hash import SOURCE_DIR, source_hash
+
+    return source_hash(SOURCE_DIR)
 
 
 def comparable(metrics: dict) -> dict:
@@ -91,13 +94,13 @@ def test_sigterm_mid_training_checkpoints_now_exits_143_and_resumes_identically(
     assert ref.returncode == 0, ref.stderr[-3000:]
     reference = json.loads((tmp_path / "ref_run" / "metrics.json").read_text())
     # the first periodic checkpoint (batch 4) is on disk: the signal comes during the batches after it
-    code = git_head()
+    code = code_version()
     resumed = interrupted_then_resumed(tmp_path, args, "state/train/*/train_checkpoint.pt.json", signal.SIGTERM)
     # mid-accumulation the checkpoint is the last optimizer step; either way the result is the same
     assert comparable(resumed) == comparable(reference)
     assert resumed["training"]["model_fingerprint"] == reference["training"]["model_fingerprint"]
-    if git_head() != code:
-        pytest.skip("a commit landed during the test: the rerun started afresh, the resume point is not checked")
+    if code_version() != code:
+        pytest.skip("the code changed during the test: the rerun started afresh, the resume point is not checked")
     start_batch = resumed["training"]["resumed_from_batch"]
     assert 4 <= start_batch < resumed["training"]["batches"] and start_batch % accumulate == 0
     if accumulate == 1:  # every batch is an optimizer step: saved at the signal, not at the next checkpoint_every
@@ -112,10 +115,10 @@ def test_signal_mid_evaluation_exits_128_plus_signal_and_resumes_identically(tmp
     ref = run(EVALUATE, tmp_path / "ref", tmp_path / "ref_run")
     assert ref.returncode == 0, ref.stderr[-3000:]
     # the baseline evaluation is kept: the signal comes during the deactivation evaluations after it
-    code = git_head()
+    code = code_version()
     resumed = interrupted_then_resumed(tmp_path, EVALUATE, "state/evaluate/*/baseline.json", sig)
     assert comparable(resumed) == comparable(json.loads((tmp_path / "ref_run" / "metrics.json").read_text()))
-    if git_head() == code:  # the rerun continued in the stopped run's state (not a fresh one)
+    if code_version() == code:  # the rerun continued in the stopped run's state (not a fresh one)
         assert len(list((tmp_path / "out").glob("state/evaluate/*/baseline.json"))) == 1
 
 
@@ -273,7 +276,7 @@ def test_a_second_identical_run_waits_for_the_first_then_reuses_its_result(tmp_p
     args = ["taskneurons.identify", *[a for a in TINY if not a.startswith("neurons.max_examples")],
             "neurons.max_examples=48", "benchmark=generalization12", "task=[sst2,qqp]"]
     root = tmp_path / "out"
-    code = git_head()
+    code = code_version()
     logs = [tmp_path / f"run{i}.out" for i in range(2)]
 
     def launch(i: int) -> subprocess.Popen:
@@ -306,7 +309,7 @@ def test_a_second_identical_run_waits_for_the_first_then_reuses_its_result(tmp_p
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
     metrics = [json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()) for i in range(2)]
     assert comparable(metrics[0]) == comparable(metrics[1])
-    if git_head() != code and len(list(root.glob("state/identify/*"))) == 2:
+    if code_version() != code and len(list(root.glob("state/identify/*"))) == 2:
         pytest.skip("a commit landed between the two starts: they were two configurations (the key has the code version)")
     assert "is being computed by PID" not in outs[0]
     assert f"is being computed by PID {first.pid} " in outs[1] and "waiting for it, then reusing its result" in outs[1]

@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from taskneurons.eval.loop import resumable_test
+from taskneurons.lit.evaluation import resumable_test
 from taskneurons.neurons.identify import SET_KINDS, control_set, sets_for_tasks, validate_neurons_config
 from taskneurons.neurons.masking import DeactivateNeurons
 from taskneurons.neurons.pools import neuron_pools

@@ -16,13 +16,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from taskneurons.analyze.controlled import check_controlled, controlled_set
 from taskneurons.data.datamodule import TaskDataModule
-from taskneurons.eval.loop import resumable_test
+from taskneurons.lit.evaluation import resumable_test
+from taskneurons.lit.fit import ResumableFit
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
-from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.models.fingerprint import model_fingerprint
+from taskneurons.neurons.controlled import check_controlled, controlled_set
 from taskneurons.neurons.identify import control_set, sets_for_tasks, union_all, validate_neurons_config
 from taskneurons.neurons.per_task import PerTaskMasks, per_task_loader
 from taskneurons.neurons.pools import neuron_pools
@@ -41,7 +41,6 @@ from taskneurons.runtime.distributed import (
 from taskneurons.runtime.loggers import finish, log_results_table
 from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import open_session
-from taskneurons.runtime.trainer import build_trainer
 
 INTERVENTIONS = ("finetune_neurons", "finetune_full")
 
@@ -126,30 +125,22 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
         accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
         max_steps = int(cfg.optim.max_steps)
         n_batches = max_steps * accumulate if max_steps > 0 else int(cfg.trainer.max_epochs) * dm.batches_per_epoch()
-        ckpt = state.get_tensors("train_checkpoint")
-        start = int(ckpt["batches_done"]) if ckpt else 0
         per_task = cfg.intervention.name == "finetune_neurons" and cfg.intervention.get("combine") == "per_task"
+        if per_task and max_steps <= 0:
+            n_batches = int(cfg.trainer.max_epochs) * per_task_loader(dm, train_names, int(cfg.data.batch_size),
+                                                                      int(cfg.seed))[1].per_epoch
+        fit = ResumableFit(state, n_batches, accumulate)
+        start = fit.start
         if per_task:  # task-homogeneous batches, each updating only its task's rows of the union
-            _, sampler = per_task_loader(dm, train_names, int(cfg.data.batch_size), int(cfg.seed))
-            if max_steps <= 0:
-                n_batches = int(cfg.trainer.max_epochs) * sampler.per_epoch
             loader, sampler = per_task_loader(dm, train_names, int(cfg.data.batch_size), int(cfg.seed), start, n_batches)
             callbacks.append(PerTaskMasks([task_sets[t] for t in train_names], sampler))
             set_info["combine"] = "per_task"
         t0 = time.perf_counter()
-        distributed = None
-        if start < n_batches:
-            saver = ResumeCheckpoint(state, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
-            # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler
-            trainer = build_trainer(cfg, session.logger, distributed=True, batches=n_batches - start,
-                                    callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
-            model.train()
-            trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches, ranks_of(cfg)))
-            distributed = distributed_info(trainer)
-            if not is_global_zero():
-                return {"rank": global_rank()}  # rank 0 evaluates and writes every file
-        else:  # killed after training finished: restore the trained state instead of training again
-            restore_trained(module, callbacks, ckpt, losses)
+        trainer = fit.run(cfg, module, callbacks, losses, session.logger,
+                          lambda: loader if per_task else dm.train_dataloader(start, n_batches, ranks_of(cfg)))
+        distributed = distributed_info(trainer) if trainer is not None else None
+        if trainer is not None and not is_global_zero():
+            return {"rank": global_rank()}  # rank 0 evaluates and writes every file
         model.eval()
         train_seconds = time.perf_counter() - t0
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -179,17 +170,6 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
     print_results(results, title=f"{cfg.model.name} after {metrics['intervention']} ({metrics['neurons']}) on {train_names}",
                   run_dir=out)
     return metrics
-
-
-def restore_trained(module: CausalLMModule, callbacks: list, ckpt: dict, losses: LossRecorder) -> None:
-    for cb in callbacks:
-        if isinstance(cb, NeuronFinetuning):
-            cb.setup(None, module, "fit")  # creates the deltas the checkpoint holds
-    load_trainable(module, ckpt["params"])
-    for cb in callbacks:
-        if isinstance(cb, NeuronFinetuning):
-            cb.on_fit_end(None, module)  # merge, as at the end of a normal fit
-    losses.losses = list(ckpt["losses"])
 
 
 def domain_summary(results: dict[str, dict]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from taskneurons.analyze.controlled_table import controlled_table
 from taskneurons.analyze.correlate import correlation
 from taskneurons.analyze.overlap import PAIRS, overlap_sweep
 from taskneurons.analyze.proportions import fig2_table, fig6_table
-from taskneurons.analyze.sets import at_proportion, check_grid, load_task_sets
+from taskneurons.analyze.sets import check_grid, load_task_sets
 from taskneurons.analyze.similarity import (
     LAYER_REDUCE,
     OPTIONS,
@@ -25,6 +25,7 @@ from taskneurons.analyze.similarity import (
 from taskneurons.analyze.sweeps import load_jobs
 from taskneurons.analyze.weights import SavedWeights, check_matches
 from taskneurons.errors import ConfigError
+from taskneurons.neurons.neuronset import at_proportion
 from taskneurons.runtime.atomic import atomic_write_json
 
 COMMANDS = ("overlap", "similarity", "correlate", "proportions", "controlled")

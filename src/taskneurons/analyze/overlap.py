@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskneurons.analyze.sets import at_proportion
 from taskneurons.errors import ConfigError
-from taskneurons.neurons.neuronset import NeuronSet
+from taskneurons.neurons.neuronset import NeuronSet, at_proportion
 
 # Table 8 rows: (training type, test type) -> (group key of the training tasks, group key of the tests)
 PAIRS = {"CLS-CLS": ("train_cls", "ood_cls"), "CLS-GEN": ("train_cls", "ood_gen"),

@@ -1,4 +1,5 @@
-"""Stored neuron sets for analysis: found in the identify store, re-selected at any proportion.
+"""Stored neuron sets for analysis: found in the identify store (re-selected at any proportion with
+``neurons.neuronset.at_proportion``).
 
 Attribution scores do not depend on the proportion, so one stored set of a task (its scores) gives the
 task's top-p % set for every p without a model (``neurons/identify.py`` stores them).
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from taskneurons.errors import ConfigError
-from taskneurons.neurons.neuronset import NeuronSet, check_proportion, select_top
+from taskneurons.neurons.neuronset import NeuronSet, check_proportion
 from taskneurons.runtime.atomic import read_json_with_checksum
+from taskneurons.runtime.code_hash import code_hash
 
 
 def check_grid(values: Any, key: str) -> list[str]:
@@ -29,7 +31,8 @@ def check_grid(values: Any, key: str) -> list[str]:
 
 def _meta_matches(meta: dict, model: str, ncfg: Any) -> bool:
     want = {"model": model, "definition": ncfg.definition, "reduction": ncfg.reduction,
-            "token_scope": ncfg.token_scope, "max_examples": ncfg.max_examples, "seed": int(ncfg.seed)}
+            "token_scope": ncfg.token_scope, "max_examples": ncfg.max_examples, "seed": int(ncfg.seed),
+            "code_hash": code_hash()}  # a set identified by other code is not this code's result
     return all(meta.get(k) == v for k, v in want.items())
 
 
@@ -47,8 +50,8 @@ def find_task_set(store_dir: str | Path, model: str, task: str, ncfg: Any) -> Pa
     if not folders:
         raise ConfigError(
             f"no stored neuron set for task '{task}' of model '{model}' under {root} with definition={ncfg.definition}, "
-            f"max_examples={ncfg.max_examples}, seed={ncfg.seed}; run python -m taskneurons.identify with the same "
-            "model/neurons settings first (or set neurons.store_dir)")
+            f"max_examples={ncfg.max_examples}, seed={ncfg.seed}, identified by this code; run python -m "
+            "taskneurons.identify with the same model/neurons settings first (or set neurons.store_dir)")
     if len(folders) > 1:
         raise ConfigError(
             f"task '{task}': {len(folders)} stored sets match ({', '.join(p.name for p in folders)}, data caps differ); "
@@ -88,10 +91,3 @@ def same_space_problems(sets: dict[str, NeuronSet]) -> list[str]:
         if s.pool_sizes != first.pool_sizes and s.meta.get("model") == first.meta.get("model"):
             p.append(f"neuron sets of '{name0}' and '{name}' have different pools (another model shape?)")
     return p
-
-
-def at_proportion(nset: NeuronSet, proportion: float, scope: str = "per_module") -> NeuronSet:
-    """The same task's top-``proportion`` set, re-selected from its stored scores."""
-    assert nset.scores is not None
-    meta = {**nset.meta, "proportion": float(proportion), "scope": scope}
-    return NeuronSet(select_top(nset.scores, nset.pool_sizes, float(proportion), scope), dict(nset.pool_sizes), meta)

@@ -29,7 +29,7 @@ ALL = [*IN_PROCESS, *SUBPROCESS]
 
 
 def _continual(_models: Any) -> dict[str, Any]:
-    from taskneurons.continual.bench import run_benchmarks  # the continual package's own benchmarks
+    from taskneurons.bench.continual import run_benchmarks
 
     return run_benchmarks()
 

@@ -48,7 +48,7 @@ def demo_session(job: str, tasks: list[str], out: str, extra: tuple[str, ...] = 
 
 def task_worker(job: str, tasks: list[str], extra: tuple[str, ...] = (), dtype: str | None = None) -> dict[str, Any]:
     """Identification or zero-shot evaluation of ``tasks`` with the demo's caps, in this process."""
-    from taskneurons.eval.loop import run_test
+    from taskneurons.lit.evaluation import run_test
     from taskneurons.neurons.identify import identify_task
 
     extra = (*extra, f"model.dtype={dtype}") if dtype else extra

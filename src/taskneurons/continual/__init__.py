@@ -7,6 +7,7 @@
 - ``lora``: peft LoRA helpers and O-LoRA's orthogonality loss
 - ``methods``: one small class per method behind one interface
 - ``loop``: the stage loop (fresh Trainer per stage, shared logger, per-stage checkpoints)
+- ``heatmap``: the run's accuracy-matrix figure, redrawn after every stage
 
 Entry point: ``python -m taskneurons.continual`` (``__main__``).
 """

@@ -26,12 +26,11 @@ from taskneurons.continual.methods import Method, Stage
 from taskneurons.continual.metrics import summarize
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.data.loading import TaskData
-from taskneurons.eval.loop import run_test
+from taskneurons.lit.evaluation import run_test
+from taskneurons.lit.fit import ResumableFit
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule, flat_results
-from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.models.fingerprint import model_fingerprint
-from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.atomic import write_json_with_checksum
 from taskneurons.runtime.distributed import (
     compute_device,
@@ -42,7 +41,6 @@ from taskneurons.runtime.distributed import (
     world_size,
 )
 from taskneurons.runtime.progress import JobProgress
-from taskneurons.runtime.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -208,28 +206,12 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     module = ContinualModule(ctx.model, ctx.tok, cfg.eval, _AttrDict(optim), regularizer=method.regularizer(ctx, stage))
     callbacks = method.callbacks(ctx, stage)
     n_batches, accumulate = stage_steps(cfg, method, stage, dm)
-    sstate = StageState(ctx.state, f"stage{stage.index}")
-    ckpt = sstate.get_tensors("train_checkpoint")
-    start = int(ckpt["batches_done"]) if ckpt else 0
+    fit = ResumableFit(StageState(ctx.state, f"stage{stage.index}"), n_batches, accumulate)
+    start = fit.start
     losses = LossRecorder()
     t0 = time.perf_counter()
-    if start < n_batches:
-        saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
-        ckpt = None  # the saver loads it at the start of the fit, then lets it go
-        # trainer=ddp: each stage fits on the ranks the job started (runtime/distributed.py run_on_ranks)
-        trainer = build_trainer(cfg, ctx.trainer_logger, distributed=True, batches=n_batches - start,
-                                callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
-        ctx.model.train()
-        trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches, ranks_of(cfg)))
-    else:  # killed after training, before the stage was recorded: restore the trained state
-        for cb in callbacks:
-            if isinstance(cb, NeuronFinetuning):
-                cb.setup(None, module, "fit")
-        load_trainable(module, ckpt["params"])
-        for cb in callbacks:
-            if isinstance(cb, NeuronFinetuning):
-                cb.on_fit_end(None, module)
-        losses.losses = list(ckpt["losses"])
+    # killed after training, before the stage was recorded: the fit restores the trained state
+    fit.run(cfg, module, callbacks, losses, ctx.trainer_logger, lambda: dm.train_dataloader(start, n_batches, ranks_of(cfg)))
     ctx.model.eval()
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     if hasattr(module, "neuron_deltas"):
@@ -238,7 +220,7 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
         p.grad = None  # the last step's gradients: a whole model's size for full fine-tuning
     # The Trainer, its optimizer state and the module form reference cycles: free them before the next
     # stage allocates its own (else two stages' optimizer states coexist for a while)
-    module = trainer = None
+    module = None  # (the Trainer returned by the fit is not kept: only the module refers to it)
     gc.collect()
     return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
             "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
@@ -311,8 +293,8 @@ class ContinualRun:
             summary = summarize(sq)
         else:
             summary = {"seen_average": summarize([r[: len(sq)] for r in sq[: len(sq)]])["seen_average"]} if sq else {}
-        if self.method.name == "pertask" and len(sq) == len(order):
-            summary["per_task_scores"] = [sq[-1][t] for t in range(len(order))]
+        if len(sq) == len(order):
+            summary.update(self.method.extra_summary(sq))
         compare = {}
         if self.infos and "compare" in self.infos[0] and len(sq) == len(order):
             # W-NCFT with continual.wncft.compare: the same trained stages read with other variants/identity
@@ -332,7 +314,7 @@ class ContinualRun:
     def log_stage(self, stage: Stage) -> None:
         lg = self.ctx.logger
         row = self.rows[-1]
-        seen = self.ctx.order[: stage.index + 1] if self.method.name != "mtl" else self.ctx.order
+        seen = list(dict.fromkeys(t for s in self.stages[: stage.index + 1] for t in s.train_tasks))  # trained so far
         scalars = {f"cl/acc/{t}": float(row[t]["score"]) for t in self.ctx.eval_tasks}
         scalars["cl/stage"] = float(stage.index + 1)
         scalars["cl/seen_average"] = mean(float(row[t]["score"]) for t in seen)
@@ -341,7 +323,8 @@ class ContinualRun:
                 scalars[f"cl/{k}"] = float(self.infos[-1][k])
         lg.log_metrics(scalars, 0)
         lg.save()  # flushed per stage: a killed run keeps what its finished stages logged
-        from taskneurons.report.continual import save_matrix_heatmap
+        # imported here: matplotlib loads only once a stage is done
+        from taskneurons.continual.heatmap import save_matrix_heatmap
 
         png = save_matrix_heatmap(self.matrix(), [s.name for s in self.stages][: len(self.rows)], self.ctx.eval_tasks,
                                   self.out / "accuracy_matrix.png",

@@ -83,6 +83,10 @@ class Method:
     def evaluate(self, ctx: Any, stage: Stage) -> tuple[dict[str, dict], dict]:
         return ctx.test(ctx.eval_tasks)[0], {}
 
+    def extra_summary(self, matrix: list[list[float]]) -> dict[str, Any]:
+        """The method's own numbers in a finished run's summary (``matrix``: stage x order task)."""
+        return {}
+
 
 def _all_trainable(model: torch.nn.Module) -> None:
     for p in model.parameters():
@@ -157,6 +161,9 @@ class PerTask(Method):
         if todo:
             self.zero_shot.update(ctx.test(todo)[0])
         return {t: self.own.get(t, self.zero_shot.get(t)) for t in ctx.eval_tasks}, {}
+
+    def extra_summary(self, matrix):
+        return {"per_task_scores": list(matrix[-1])}  # each task on its own model: the A_i of FG retention
 
 
 class SeqLoRA(Method):

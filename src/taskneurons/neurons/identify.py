@@ -2,7 +2,8 @@
 
 Store layout: ``<store_dir>/<model>/<task>/<definition>-<reduction>-<token_scope>-<data hash>/<scope>-p<proportion>``
 (``.safetensors`` + ``.json``). Scores do not depend on the proportion, so a set at another proportion
-is re-selected from any stored set's scores instead of re-running attribution.
+is re-selected from any stored set's scores instead of re-running attribution. A set records the hash of
+the code that identified it (``runtime/code_hash.py``): one stored by other code is identified again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from taskneurons.neurons.neuronset import (
 )
 from taskneurons.neurons.pools import DEFINITIONS, Pool, key_str, pool_sizes
 from taskneurons.runtime.atomic import cleanup_temp_files
+from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.distributed import is_global_zero
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,15 @@ def _stem(ncfg: Any) -> str:
     return f"{ncfg.scope}-p{float(ncfg.proportion):g}"
 
 
+def _donor(folder: Path, code: str) -> tuple[Path, NeuronSet] | None:
+    """A stored set of this folder that this code identified: its scores can be re-selected."""
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        nset = NeuronSet.load(path)
+        if nset.meta.get("code_hash") == code:
+            return path, nset
+    return None
+
+
 def check_compatible(nset: NeuronSet, pools: list[Pool], model_name: str, definition: str, where: str) -> None:
     problems = []
     if nset.meta.get("definition") != definition:
@@ -117,19 +128,22 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
     stem = folder / _stem(ncfg)
     sizes = {p.key: p.size for p in pools}
     info: dict[str, Any] = {"path": f"{stem}.json", "source": "store"}
+    code = code_hash()
     if ncfg.reuse and Path(f"{stem}.json").is_file():
         nset = NeuronSet.load(stem)
-        check_compatible(nset, pools, model_name, ncfg.definition, str(stem))
-        return nset, info
+        if nset.meta.get("code_hash") == code:
+            check_compatible(nset, pools, model_name, ncfg.definition, str(stem))
+            return nset, info
+        log.info("%s was identified by other code (%s): identifying it again", stem, nset.meta.get("code_hash"))
     if folder.is_dir():
         cleanup_temp_files(folder)  # a writer killed mid-save leaves its temp file
-    existing = sorted(folder.glob("*.json")) if ncfg.reuse and folder.is_dir() else []
+    found = _donor(folder, code) if ncfg.reuse else None
     t0 = time.perf_counter()
-    if existing:
-        donor = NeuronSet.load(existing[0])
-        check_compatible(donor, pools, model_name, ncfg.definition, str(existing[0]))
+    if found is not None:
+        path, donor = found
+        check_compatible(donor, pools, model_name, ncfg.definition, str(path))
         scores, means = donor.scores, donor.means
-        info["source"] = f"re-selected from {existing[0].name}"
+        info["source"] = f"re-selected from {path.name}"
     else:
         scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope,
                                      micro_batch_size=ncfg.get("micro_batch_size"))
@@ -140,6 +154,7 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         "model": model_name, "task": td.spec.name, "definition": ncfg.definition, "proportion": float(ncfg.proportion),
         "scope": ncfg.scope, "reduction": ncfg.reduction, "token_scope": ncfg.token_scope, "split": ncfg.split,
         "max_examples": ncfg.max_examples, "seed": int(ncfg.seed), "data_fingerprint": data_hash, "kind": "task",
+        "code_hash": code,  # a set stored by other code is identified again, never reused
     }
     nset = NeuronSet(select_top(scores, sizes, float(ncfg.proportion), ncfg.scope), sizes, meta, scores, means)
     if is_global_zero():  # under trainer=ddp every rank holds the same summed scores; rank 0 saves

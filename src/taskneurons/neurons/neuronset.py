@@ -208,3 +208,10 @@ def random_like(counts: dict[Key, int], pool_sizes: dict[Key, int], seed: int) -
 
 def all_units(pool_sizes: dict[Key, int]) -> dict[Key, torch.Tensor]:
     return {k: torch.arange(n) for k, n in pool_sizes.items()}
+
+
+def at_proportion(nset: NeuronSet, proportion: float, scope: str = "per_module") -> NeuronSet:
+    """The same task's top-``proportion`` set, re-selected from its stored scores."""
+    assert nset.scores is not None
+    meta = {**nset.meta, "proportion": float(proportion), "scope": scope}
+    return NeuronSet(select_top(nset.scores, nset.pool_sizes, float(proportion), scope), dict(nset.pool_sizes), meta)

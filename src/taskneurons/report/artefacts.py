@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text
+from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.metadata import git_state
 
 SCALES = ("tiny", "small", "paper")
@@ -65,6 +66,7 @@ def write_result(result: dict[str, Any], out_dir: Path) -> Path:
     """Fill the common fields and write result.json + table.md atomically; returns result.json's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result.setdefault("git_sha", git_state().get("sha"))
+    result.setdefault("code_hash", code_hash())  # report/collect.py rebuilds an artefact built by other code
     result.setdefault("figures", [])
     result.setdefault("commands", [])
     result.setdefault("table_order", list(result["tables"]))

@@ -3,7 +3,7 @@
 experiments/artefacts.yaml lists the artefacts that have a make target ({name, target, paper, scales});
 PAPER_ARTEFACTS lists everything the paper reports, so an artefact nobody has built yet is listed as
 missing instead of silently absent. An artefact whose ``outputs/results/<name>/<scale>/result.json``
-exists is reused; otherwise ``make <target> SCALE=<scale> SEEDS=<n>`` runs it (its sweep reuses
+exists and was built by this code (its ``code_hash``) is reused; otherwise ``make <target> SCALE=<scale> SEEDS=<n>`` runs it (its sweep reuses
 finished jobs).
 """
 
@@ -22,6 +22,7 @@ from taskneurons import EXPERIMENTS_DIR, PROJECT_ROOT
 from taskneurons.errors import ConfigError
 from taskneurons.report.artefacts import SCALES, md_table, ordered_tables, output_root, results_dir
 from taskneurons.runtime.atomic import atomic_write_text
+from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.metadata import git_state
 
 # every result the paper reports (Table 3 and Tables 12-14 describe the setup and data, not results)
@@ -68,7 +69,7 @@ def run_missing(entries: list[dict], scale: str, seeds: int, targets: set[str], 
         st: dict[str, Any] = {"entry": e, "result": res}
         if scale not in e["scales"]:
             st["status"] = f"not defined at {scale} scale (scales: {', '.join(e['scales'])})"
-        elif res.is_file():
+        elif res.is_file() and _built_by_this_code(res):
             st["status"] = "reused"
         elif e["target"] not in targets:
             st["status"] = f"missing: no make target `{e['target']}` yet"
@@ -84,6 +85,14 @@ def run_missing(entries: list[dict], scale: str, seeds: int, targets: set[str], 
                 f"failed (exit {rc})" if rc else "missing: the target ran but wrote no result.json")
         status[e["name"]] = st
     return status
+
+
+def _built_by_this_code(result: Path) -> bool:
+    """Whether this code built the artefact; one built by other code (or damaged) is built again."""
+    try:
+        return json.loads(result.read_text()).get("code_hash") == code_hash()
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
 
 
 def _section(name: str, st: dict, readme_dir: Path) -> list[str]:

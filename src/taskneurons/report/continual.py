@@ -1,5 +1,5 @@
-"""Continual-learning reports: the accuracy-matrix heatmap of one run, Table 5 (CL per method x order)
-and Fig. 4 (FG retention per stage) from a sweep, with the paper's numbers beside ours.
+"""Continual-learning reports: Table 5 (CL per method x order) and Fig. 4 (FG retention per stage) from a
+sweep, with the paper's numbers beside ours (one run's accuracy heatmap: ``continual/heatmap.py``).
 
 ``python -m taskneurons.report.continual table5|fig4 <sweep dir> --scale tiny|small|paper``
 writes ``outputs/results/<artefact>/<scale>/{table.md,result.json,*.png}`` (the artefact contract).
@@ -16,34 +16,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from taskneurons import EXPERIMENTS_DIR  # noqa: E402
 from taskneurons.continual.metrics import fg_retention  # noqa: E402
 from taskneurons.report.artefacts import results_dir  # noqa: E402
-from taskneurons.report.figures import save_figure  # noqa: E402
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text, read_json_with_checksum  # noqa: E402
+from taskneurons.runtime.figures import save_figure  # noqa: E402
 
 METHOD_ORDER = ["seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl"]
 LABEL = {"seqft": "SeqFT", "seqlora": "SeqLoRA", "olora": "O-LoRA", "ncft": "NCFT", "wncft": "W-NCFT",
          "pertask": "Per-Task FT", "mtl": "MTL", "epi": "EPI"}
 STD, LONG = ["order1", "order2", "order3"], ["order4", "order5", "order6"]
-
-
-def save_matrix_heatmap(matrix: list[list[float]], stages: list[str], tasks: list[str], path: Path, title: str) -> Path:
-    """Rows = after which stage, columns = evaluated task, cells = score."""
-    a = np.array(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(tasks), 1.2 + 0.5 * len(stages)))
-    im = ax.imshow(a, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
-    ax.set_yticks(range(len(stages)), [f"after {s}" for s in stages])
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            ax.text(j, i, f"{a[i, j]:.1f}", ha="center", va="center", fontsize=8, color="w" if a[i, j] < 60 else "k")
-    fig.colorbar(im, ax=ax, label="score")
-    ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
 
 
 def load_runs(sweep: Path) -> list[dict]:

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from taskneurons.report.figures import save_figure  # noqa: E402
+from taskneurons.runtime.figures import save_figure  # noqa: E402
 
 # the paper's Fig. 2 colours: ID-CLS blue, OOD-CLS orange, ID-GEN purple, OOD-GEN green, mean red
 COLORS = {"ID-CLS": "tab:blue", "OOD-CLS": "tab:orange", "ID-GEN": "tab:purple", "OOD-GEN": "tab:green",

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from taskneurons.report.figures import save_figure  # noqa: E402
+from taskneurons.runtime.figures import save_figure  # noqa: E402
 
 
 def save_change_heatmaps(change: dict[str, dict[str, dict[str, float]]], tasks: list[str], path: Path, title: str) -> Path:

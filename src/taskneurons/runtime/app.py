@@ -3,8 +3,9 @@
 - Bad config/data (ConfigError) -> ``error: ...`` on one line, exit code 2, nothing written that looks
   like a result. In a multirun the error is raised instead, so Hydra records the job as failed and the
   sweep goes on with the other jobs (sweep summary: ``runtime/sweep.py``).
-- A finished job's metrics are kept under a key of its resolved config (``runtime/resume.py``): the
-  same command run again returns them at once; a killed job resumes from its finished steps.
+- A finished job's metrics are kept under a key of its resolved config and the code's source hash
+  (``runtime/resume.py``): the same command run again returns them at once; a killed job resumes from
+  its finished steps; an edit to the code, committed or not, computes anew.
 - Failing to write (disk full, read-only folder) -> a clear one-line error; files are written
   atomically, so nothing that was complete before is damaged.
 - A stop signal (SIGTERM, SIGINT, SIGUSR1; ``runtime/signals.py``) -> what is finished stays in the job

@@ -1,15 +1,18 @@
-"""Atomic writes: a result file is either complete or absent, never half-written."""
+"""Atomic writes: a result file is either complete or absent, never half-written; and the one
+checksummed-JSON format with its reader (one stated policy for a damaged file, chosen by the caller)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
+log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -102,17 +105,47 @@ def checksum_payload(payload: dict[str, Any]) -> str:
     return sha256_of(json.dumps(body, sort_keys=True).encode())
 
 
+# The one checksummed-JSON format of the project (run metrics, neuron-set metadata, resumable job state):
+# the payload's own fields plus ``checksum``, the sha256 of the rest as it reads back from JSON.
 def write_json_with_checksum(path: str | Path, payload: dict[str, Any]) -> None:
+    if not isinstance(payload, dict) or "checksum" in payload:
+        raise TypeError(f"{path}: a checksummed JSON holds a dict without a 'checksum' key")
     payload = as_json(payload)
     atomic_write_json(path, {**payload, "checksum": checksum_payload(payload)})
 
 
-def read_json_with_checksum(path: str | Path) -> dict[str, Any]:
-    """A JSON written by ``write_json_with_checksum``; ValueError names the file if it was altered."""
+DamagePolicy = Literal["raise", "set_aside"]
+
+
+def read_json_with_checksum(path: str | Path, on_damage: DamagePolicy = "raise") -> dict[str, Any] | None:
+    """A JSON written by ``write_json_with_checksum``, without its ``checksum`` field.
+
+    A file that is not valid JSON (truncated) or whose checksum fails (edited, damaged) is never used;
+    ``on_damage`` says what happens instead:
+
+    - ``"raise"``: ValueError naming the file (an absent file: FileNotFoundError). For results a person or
+      a report reads (``metrics.json``, a neuron set): the caller says what to do with it.
+    - ``"set_aside"``: a warning, the file renamed to ``<name>.corrupt``, and None (an absent file: None).
+      For resumable job state (``runtime/resume.py``): the step is computed again.
+    """
+    path = Path(path)
+    if on_damage == "set_aside" and not path.is_file():
+        return None
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise ValueError(f"{path}: not valid JSON (truncated?)") from None
-    if doc.get("checksum") != checksum_payload(doc):
-        raise ValueError(f"{path}: checksum mismatch (edited or damaged since it was written)")
-    return doc
+        problem = "not valid JSON (truncated?)"
+    else:
+        if isinstance(doc, dict) and doc.get("checksum") == checksum_payload(doc):
+            return {k: v for k, v in doc.items() if k != "checksum"}
+        problem = "checksum mismatch (edited or damaged since it was written)"
+    if on_damage == "raise":
+        raise ValueError(f"{path}: {problem}")
+    set_aside(path, problem)
+    return None
+
+
+def set_aside(path: Path, problem: str) -> None:
+    """Keep a damaged file for inspection as ``<name>.corrupt``, out of the way of its recomputation."""
+    log.warning("%s: %s; computing it again (the damaged file is kept as %s.corrupt)", path, problem, path.name)
+    path.replace(path.with_name(path.name + ".corrupt"))

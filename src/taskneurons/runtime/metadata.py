@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from taskneurons import PROJECT_ROOT
+from taskneurons.runtime.code_hash import code_hash
 
 PACKAGES = (
     "taskneurons", "torch", "transformers", "pytorch-lightning", "hydra-core", "omegaconf",
@@ -58,7 +59,8 @@ def run_metadata(seed: int, job: str) -> dict[str, Any]:
         "seed": seed,
         "overrides": hydra_overrides(),
         "command": " ".join(sys.argv),
-        "git": git_state(),
+        "git": git_state(),  # provenance only; results are keyed on code_hash
+        "code_hash": code_hash(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

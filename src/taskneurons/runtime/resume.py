@@ -1,9 +1,11 @@
-"""Resumable work: what a finished step produced is kept under a key derived from the config, so the
-same command, run again after a crash or a kill, picks up where it stopped.
+"""Resumable work: what a finished step produced is kept under a key derived from the config and the
+code (a hash of the package's source, ``runtime/code_hash.py``), so the same command, run again after a
+crash or a kill, picks up where it stopped, and an edited package computes its own results.
 
 State lives in ``<paths.output_root>/state/<job>/<config key>/``. Every file is written atomically and
-carries a sha256 that is checked on load; a file that fails the check is reported, moved aside and
-recomputed, never used.
+carries a sha256 that is checked on load (the project's one checksummed-JSON format,
+``runtime/atomic.py``); a file that fails the check is reported, moved aside and recomputed, never used
+(its ``on_damage="set_aside"`` policy).
 
 One process at a time computes a configuration: ``JobState.lock()`` holds ``<state dir>/lock`` (an
 flock, released by the kernel when its process dies, so a lock left by a killed process is simply taken
@@ -31,13 +33,14 @@ from omegaconf import OmegaConf
 
 from taskneurons import __version__
 from taskneurons.runtime.atomic import (
-    as_json,
-    atomic_write_json,
     atomic_write_stream,
     cleanup_temp_files,
+    read_json_with_checksum,
+    set_aside,
     sha256_of_file,
+    write_json_with_checksum,
 )
-from taskneurons.runtime.metadata import git_state
+from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.signals import STOP
 
 log = logging.getLogger(__name__)
@@ -50,35 +53,11 @@ def config_key(cfg: Any) -> str:
     for k in _NOT_IN_KEY:
         data.pop(k, None)
     data["paths"] = {"data_dir": str(cfg.paths.data_dir)}  # the data read is part of the result
-    # another code version may compute something else: its results are not reused (resume=false forces it)
-    data["code"] = {"version": __version__, "git": git_state().get("sha")}
+    # other code may compute something else: its results are not reused (resume=false forces it). The source
+    # hash, not the git SHA: an uncommitted edit is other code too, and a wheel install has no git
+    data["code"] = {"version": __version__, "source": code_hash()}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def write_checked_json(path: Path, payload: Any) -> None:
-    """JSON with its own checksum: {"sha256": ..., "payload": ...} (digest of the value as it reads back)."""
-    payload = as_json(payload)
-    atomic_write_json(path, {"sha256": _digest(payload), "payload": payload})
-
-
-def read_checked_json(path: Path) -> Any | None:
-    """The payload, or None when absent; a damaged file is moved aside (``.corrupt``) and None returned."""
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-        if _digest(doc["payload"]) == doc["sha256"]:
-            return doc["payload"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        pass
-    log.warning("%s is damaged (checksum or JSON); recomputing it", path)
-    path.replace(path.with_name(path.name + ".corrupt"))
-    return None
 
 
 def _rank_zero() -> bool:
@@ -102,11 +81,11 @@ class JobState:
         return self.dir / (name.replace("/", "__") + ".json")
 
     def get(self, name: str) -> Any | None:
-        return read_checked_json(self._path(name)) if self.enabled else None
+        return read_json_with_checksum(self._path(name), on_damage="set_aside") if self.enabled else None
 
     def put(self, name: str, payload: Any) -> None:
         if self.enabled and _rank_zero():
-            write_checked_json(self._path(name), payload)
+            write_json_with_checksum(self._path(name), payload)
 
     # tensors (training checkpoints): torch.save streamed to the file (a full model with optimizer state
     # is GBs: no in-memory copy), with a sha256 sidecar
@@ -115,17 +94,17 @@ class JobState:
             return
         with STOP.deferred():  # a stop signal between the two files would leave a mismatched pair
             digest = atomic_write_stream(self.dir / f"{name}.pt", lambda f: torch.save(obj, f))
-            write_checked_json(self.dir / f"{name}.pt.json", {"sha256": digest})
+            write_json_with_checksum(self.dir / f"{name}.pt.json", {"sha256": digest})
 
     def get_tensors(self, name: str) -> Any | None:
         if not self.enabled:
             return None
-        blob_path, meta = self.dir / f"{name}.pt", read_checked_json(self.dir / f"{name}.pt.json")
+        blob_path = self.dir / f"{name}.pt"
+        meta = read_json_with_checksum(self.dir / f"{name}.pt.json", on_damage="set_aside")
         if meta is None or not blob_path.is_file():
             return None
         if sha256_of_file(blob_path) != meta["sha256"]:
-            log.warning("%s is damaged (checksum); starting that step again", blob_path)
-            blob_path.replace(blob_path.with_name(blob_path.name + ".corrupt"))
+            set_aside(blob_path, "checksum mismatch (damaged)")
             return None
         return torch.load(blob_path, map_location="cpu", weights_only=False)
 

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from taskneurons.errors import ConfigError
-from taskneurons.neurons.neuronset import NeuronSet, _n_select
+from taskneurons.neurons.identify import sets_for_tasks, union_all
+from taskneurons.neurons.neuronset import NeuronSet, _n_select, at_proportion
 from taskneurons.neurons.pools import Key, key_str
 
 
@@ -79,9 +80,6 @@ def overlap_rate(trained: NeuronSet, reference: NeuronSet) -> float:
 def controlled_set(session: Any, pools: list, ncfg: Any) -> tuple[NeuronSet, dict[str, Any]]:
     """``neurons=controlled`` in a training run: N_y = union of the test tasks' top-q sets (identified on
     this model, q = neurons.controlled.test_proportion), T drawn from N_y and its complement."""
-    from taskneurons.analyze.sets import at_proportion
-    from taskneurons.neurons.identify import sets_for_tasks, union_all
-
     c = ncfg.controlled
     tests = list(c.test_tasks)
     sets, infos = sets_for_tasks(session, tests, pools)

@@ -3,7 +3,7 @@
 - ``stage_step``: an NCFT stage step vs a SeqFT stage step, both inside the stage loop's Lightning fit
   (ContinualModule, fresh Trainer, NeuronFinetuning at 10 %), interleaved pairs (target <= 0.75);
 - ``stage_memory``: peak RSS (VmHWM, reset after the model loads) of an NCFT vs a SeqFT stage, a fresh
-  process each (``python -m taskneurons.continual.bench --worker full|neurons``; target <= 0.75);
+  process each (``python -m taskneurons.bench.continual --worker full|neurons``; target <= 0.75);
 - ``wncft_eval``: evaluating task j with W-NCFT's weighted rows (built once for the task, written, the
   whole test set scored, restored) vs a plain evaluation, after 4 stages, the batches of both sides
   interleaved (target <= 1.1; a plain-vs-plain control shows the noise of whole evaluations);
@@ -122,7 +122,7 @@ def worker(mode: str) -> dict[str, Any]:
 def bench_stage_memory() -> dict[str, Any]:
     runs = {}
     for mode in ("full", "neurons"):
-        r = subprocess.run([sys.executable, "-m", "taskneurons.continual.bench", "--worker", mode],
+        r = subprocess.run([sys.executable, "-m", "taskneurons.bench.continual", "--worker", mode],
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"continual bench worker {mode} failed:\n{r.stderr[-3000:]}")
