@@ -19,6 +19,8 @@ from omegaconf import DictConfig
 from taskneurons.analyze.controlled import check_controlled, controlled_set
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.eval.loop import resumable_test
+from taskneurons.lit.divergence import constant_prediction_warnings, loss_warnings, print_warnings
+from taskneurons.lit.finite import FiniteGuard
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
@@ -140,9 +142,11 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
         distributed = None
         if start < n_batches:
             saver = ResumeCheckpoint(state, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
+            # a nan/inf loss or gradient ends the fit before the optimizer applies it (lit/finite.py)
+            guard = FiniteGuard(f"task(s) {', '.join(train_names)}", start, accumulate, saver)
             # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler
             trainer = build_trainer(cfg, session.logger, distributed=True, batches=n_batches - start,
-                                    callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+                                    callbacks=[*callbacks, guard, losses, saver], max_steps=-1, max_epochs=1)
             model.train()
             trainer.fit(module, train_dataloaders=loader if per_task else dm.train_dataloader(start, n_batches, ranks_of(cfg)))
             distributed = distributed_info(trainer)
@@ -168,6 +172,10 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
             "neuron_sets": set_info, "tasks": results, "before": before,
             "summary": {**summarize(results), **domain_summary(results)},
         }
+        # finished, but did it learn? (lit/divergence.py): kept beside the result and printed after the table
+        run_warnings = (loss_warnings(losses.losses, getattr(model.config, "vocab_size", None))
+                    + constant_prediction_warnings(results, train_names))
+        metrics["warnings"] = run_warnings
         atomic_write_json(out / "samples.json", samples)
         if cfg.save_model:
             model.save_pretrained(out / "model")
@@ -177,7 +185,8 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
     finally:
         finish(session.logger)
     print_results(results, title=f"{cfg.model.name} after {metrics['intervention']} ({metrics['neurons']}) on {train_names}",
-                  run_dir=out)
+                  run_dir=out, flagged=train_names if run_warnings else ())
+    print_warnings(run_warnings)
     return metrics
 
 

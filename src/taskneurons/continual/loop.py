@@ -27,6 +27,8 @@ from taskneurons.continual.metrics import summarize
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.data.loading import TaskData
 from taskneurons.eval.loop import run_test
+from taskneurons.lit.divergence import constant_prediction_warnings, loss_warnings, print_warnings
+from taskneurons.lit.finite import FiniteGuard
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.module import CausalLMModule, flat_results
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
@@ -217,8 +219,10 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
         saver = ResumeCheckpoint(sstate, int(cfg.checkpoint_every), start, n_batches, accumulate, losses, ckpt)
         ckpt = None  # the saver loads it at the start of the fit, then lets it go
         # trainer=ddp: each stage fits on the ranks the job started (runtime/distributed.py run_on_ranks)
+        guard = FiniteGuard(f"stage {stage.index + 1} ({stage.name}: {', '.join(stage.train_tasks)})", start,
+                            accumulate, saver)
         trainer = build_trainer(cfg, ctx.trainer_logger, distributed=True, batches=n_batches - start,
-                                callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+                                callbacks=[*callbacks, guard, losses, saver], max_steps=-1, max_epochs=1)
         ctx.model.train()
         trainer.fit(module, train_dataloaders=dm.train_dataloader(start, n_batches, ranks_of(cfg)))
     else:  # killed after training, before the stage was recorded: restore the trained state
@@ -242,7 +246,9 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     gc.collect()
     return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
             "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
-            "loss_first": losses.first(), "loss_last": losses.last()}
+            "loss_first": losses.first(), "loss_last": losses.last(),
+            "warnings": loss_warnings(losses.losses, getattr(ctx.model.config, "vocab_size", None),
+                                      where=f"stage {stage.index + 1} ({stage.name})")}
 
 
 class _AttrDict(dict):
@@ -284,6 +290,11 @@ class ContinualRun:
                 row, extra = method.evaluate(ctx, stage)
                 info.update(extra, eval_seconds=round(time.perf_counter() - t0, 2),
                             checkpoint_bytes=_payload_bytes(payload))
+                info["warnings"] = info["warnings"] + [
+                    {**w, "message": f"stage {stage.index + 1}: {w['message']}"}
+                    for w in constant_prediction_warnings(row, list(stage.train_tasks))]
+                if is_global_zero():
+                    print_warnings(info["warnings"])
                 done = {"payload": payload, "row": row, "info": info}
                 ctx.state.put_tensors(f"stage{stage.index}", done)  # rank 0 only (JobState)
                 if is_global_zero():
@@ -326,6 +337,7 @@ class ContinualRun:
             "tasks_evaluated": tasks, "matrix": mat,
             "results": [{t: {k: v for k, v in r[t].items() if k != "per_example"} for t in tasks} for r in self.rows],
             "stage_info": self.infos, "summary": summary, "stages_done": len(mat),
+            "warnings": [w for i in self.infos for w in i.get("warnings", [])],
             "complete": complete and len(mat) == len(self.stages),
         }
 
