@@ -208,7 +208,7 @@ def test_nan_training_loss_stops_at_that_step_keeps_the_last_good_checkpoint_and
 @pytest.mark.e2e
 def test_a_sweep_records_the_nan_job_as_failed_and_runs_the_others(tmp_path):
     sweep = tmp_path / "sweep"
-    r = subprocess.run([sys.executable, "-m", *TRAIN, "--multirun", "optim.max_steps=3", "optim.lr=1e30,1e-3",
+    r = subprocess.run([sys.executable, "-m", TRAIN[0], "--multirun", *TRAIN[1:], "optim.max_steps=3", "optim.lr=1e30,1e-3",
                         f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env_for(tmp_path / "out"), capture_output=True,
                        text=True, timeout=600)
     assert r.returncode != 0
