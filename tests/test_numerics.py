@@ -257,3 +257,31 @@ def test_float16_on_a_cpu_is_resolved_with_a_message_and_trains_without_nan(tmp_
     assert math.isfinite(metrics["training"]["loss_first"]) and math.isfinite(metrics["training"]["loss_last"])
     meta = json.loads((run_dir / "run_meta.json").read_text())
     assert meta["precision"]["requested"] == "float16" and meta["precision"]["resolved"] in ("bfloat16", "float32")
+
+
+# --- the report marks what a warned run produced ---------------------------------------------------------
+
+def test_table2_marks_the_cells_of_a_run_with_warnings_and_explains_them_in_a_note(tmp_path):
+    import yaml
+
+    from taskneurons.report.paper_tables import table2
+    from taskneurons.runtime.atomic import write_json_with_checksum
+
+    collapsed = {"code": "loss_collapsed", "message": "training collapsed: ..."}
+    for kind, scores, warnings in (("task", [100, 0, 100, 100], []), ("random", [0, 0, 0, 0], [collapsed])):
+        d = tmp_path / "sweep" / kind
+        d.mkdir(parents=True)
+        rec = {"ids": ["a", "b", "c", "d"], "scores": scores}
+        before = {"ids": ["a", "b", "c", "d"], "scores": [0, 100, 0, 100]}
+        write_json_with_checksum(d / "metrics.json", {
+            "job": "train", "train_tasks": ["sst2"], "neurons": kind, "seed": 1, "warnings": warnings,
+            "tasks": {"sst2": {"score": sum(scores) / 4, "per_example": rec}},
+            "before": {"sst2": {"score": 50.0, "per_example": before}}})
+        (d / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "model": {"name": "m"}, "tasks": {"sst2": {}}}))
+    res = table2(tmp_path / "sweep", "tiny", None)
+    rows = {r[0]: r[1] for r in res["tables"]["ours"]["rows"]}
+    assert rows["Train-Random"].endswith(" ⚠") and not rows["Train-Task"].endswith("⚠")
+    assert not rows["Zero-shot"].endswith("⚠")  # measured before training
+    assert "⚠ train_random/sst2 (seed 1): [loss_collapsed] training collapsed: ..." in res["notes"]
+    assert res["cells"]["table2/train_random/sst2"]["warnings"] == ["loss_collapsed"]
+    assert "warnings" not in res["cells"]["table2/train_task/sst2"]
