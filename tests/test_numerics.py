@@ -285,3 +285,43 @@ def test_table2_marks_the_cells_of_a_run_with_warnings_and_explains_them_in_a_no
     assert "⚠ train_random/sst2 (seed 1): [loss_collapsed] training collapsed: ..." in res["notes"]
     assert res["cells"]["table2/train_random/sst2"]["warnings"] == ["loss_collapsed"]
     assert "warnings" not in res["cells"]["table2/train_task/sst2"]
+
+
+# --- the estimate against measured peaks (SmolLM2, on the CPU) ---------------------------------------------
+
+# runs an entry point like `python -m`, then prints the process's peak RSS (VmHWM) as its last stderr line
+_PEAK_WRAPPER = """
+import atexit, runpy, sys
+def peak():
+    kb = next(int(ln.split()[1]) for ln in open('/proc/self/status') if ln.startswith('VmHWM'))
+    sys.stderr.write(f'\\nVmHWM_kB={kb}\\n')
+atexit.register(peak)
+module = sys.argv[1]
+sys.argv = [module, *sys.argv[2:]]
+runpy.run_module(module, run_name='__main__', alter_sys=True)
+"""
+# estimate / measured peak: the estimate counts sequences at the token caps (data.max_prompt_tokens +
+# max_target_tokens) while real batches are shorter, so it is an upper bound: 1.0-2.2x on sst2 (docs page)
+ESTIMATE_FACTOR = (0.8, 3.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM is read from /proc (Linux)")
+@pytest.mark.parametrize("job", [
+    ["taskneurons.evaluate"],
+    ["taskneurons.train", "intervention=finetune_neurons", "optim.max_steps=2", "optim.lr=1e-3"],
+])
+def test_the_memory_estimate_is_within_its_stated_factor_of_the_measured_peak(tmp_path, job):
+    run_dir = tmp_path / "run"
+    args = [*job, "model=smollm2_135m", "task=[sst2]", "logger=csv", "data.max_test=8", "data.max_train=16",
+            "neurons.max_examples=16", "eval.cls_scorers=[loglik]", "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    r = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *args], cwd=ROOT, env=env_for(tmp_path / "out"),
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    measured = int(r.stderr.strip().splitlines()[-1].removeprefix("VmHWM_kB=")) * 1024
+    estimate = json.loads((run_dir / "run_meta.json").read_text())["memory_estimate"]
+    ratio = estimate["total_bytes"] / measured
+    print(f"\n{job[0]}: estimate {estimate['total_bytes'] / 2**30:.2f} GB ({estimate['phase']}), "
+          f"measured {measured / 2**30:.2f} GB, ratio {ratio:.2f}")
+    assert ESTIMATE_FACTOR[0] <= ratio <= ESTIMATE_FACTOR[1], estimate
