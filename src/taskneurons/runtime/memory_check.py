@@ -130,7 +130,12 @@ def options_that_fit(cfg: Any, shape: ModelShape, job: JobShape, room: int) -> l
     candidates: list[tuple[str, JobShape]] = []
     if job.trains in ("full", "lora"):
         neurons = "continual/method=ncft" if continual else "intervention=finetune_neurons"
-        candidates.append((f"{neurons} (neuron rows only)", with_changes(job, trains="neurons", attribution=True)))
+        # fp32 masters are full fine-tuning's recipe under model.dtype=auto; neuron rows keep the base in bf16
+        base = "bfloat16" if job.mixed_bf16 else job.dtype
+        rows = with_changes(job, trains="neurons", attribution=True, dtype=base, mixed_bf16=False)
+        candidates.append((f"{neurons} (neuron rows only)", rows))
+        if job.batch > 1:
+            candidates.append((f"{neurons} data.batch_size=1", with_changes(rows, batch=1)))
     if job.trains == "full" and continual:
         candidates.append(("continual/method=seqlora (LoRA adapters)",
                            with_changes(job, trains="lora", lora_params=_lora_params(cfg, shape))))
@@ -166,12 +171,18 @@ def check_memory(cfg: Any) -> Estimate | None:
     if room <= 0 or est.total <= room:
         return est
     options = options_that_fit(cfg, shape, job, room)
+    act = est.parts.get("activations", 0)
+    hint = ""
+    if act and est.total - act <= room:  # only the activations (an upper bound) make it not fit: say so
+        hint = (f"; activations are {act / GB:.2f} GB of the estimate, counted at the token caps "
+                f"(data.max_prompt_tokens={cfg.data.max_prompt_tokens} + max_target_tokens="
+                f"{cfg.data.max_target_tokens}): if the task's examples are much shorter the job may fit as is")
     device = "this GPU" if cuda else "this machine"
     fix = ("options that would fit: " + "; ".join(options)) if options else (
         "none of neuron-only training, a batch of 1, bf16 weights or FSDP on up to 64 GPUs fits: use a larger machine")
     raise ResourceError(
         f"{cfg.model.name} ({_count(shape.params)} parameters, {source}) needs about {est.describe()} at its peak, "
-        f"but {device} has {room / GB:.2f} GB available ({where}); {fix}; preflight.memory=false runs it anyway "
+        f"but {device} has {room / GB:.2f} GB available ({where}); {fix}{hint}; preflight.memory=false runs it anyway "
         f"(nothing was loaded)")
 
 
