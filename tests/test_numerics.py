@@ -325,3 +325,15 @@ def test_the_memory_estimate_is_within_its_stated_factor_of_the_measured_peak(tm
     print(f"\n{job[0]}: estimate {estimate['total_bytes'] / 2**30:.2f} GB ({estimate['phase']}), "
           f"measured {measured / 2**30:.2f} GB, ratio {ratio:.2f}")
     assert ESTIMATE_FACTOR[0] <= ratio <= ESTIMATE_FACTOR[1], estimate
+
+
+@pytest.mark.e2e
+def test_nan_in_a_continual_stage_fit_is_one_line_exit_3_and_no_result(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run(["taskneurons.continual", "continual/scale=tiny", "continual.order=[cl_dbpedia,cl_amazon]", "data.max_test=3",
+             "continual/method=seqft", "optim.lr=1e30", "optim.max_steps=3"], tmp_path / "out", run_dir)
+    assert r.returncode == 3, r.stderr[-3000:]
+    (line,) = error_lines(r.stderr)
+    assert line.startswith("error: training loss is nan at step 2 (batch 2) of training on stage 1 (cl_dbpedia: cl_dbpedia)")
+    assert not (run_dir / "metrics.json").exists() and not finals(tmp_path / "out")
+    assert not list((tmp_path / "out").glob("state/continual/*/stage0.pt"))  # the failed stage is not recorded
