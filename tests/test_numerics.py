@@ -91,8 +91,32 @@ def test_full_finetuning_of_a_7b_model_does_not_fit_24_gb_and_neuron_rows_are_su
     assert peak(s, job).total > 100 * GB  # 16 B/param of state alone: 108 GB
     options = options_that_fit(cfg, s, job, 80 * GB)
     assert options[0].startswith("intervention=finetune_neurons (neuron rows only): about")
-    assert any(o.startswith("FSDP on 2 GPUs") for o in options) and not any("batch_size=1" in o for o in options)
+    assert any(o.startswith("FSDP on 2 GPUs") for o in options) and not any(o.startswith("data.batch_size=1") for o in options)
     assert options_that_fit(cfg, s, job, 10 * GB) == []  # activations alone are more than that: no option is offered
+
+
+def test_the_job_shape_is_read_from_each_entry_points_config():
+    from taskneurons.models.memory import ModelShape
+    from taskneurons.runtime.memory_check import job_shape
+    from taskneurons.runtime.precision import apply_precision
+
+    s = ModelShape(params=1000, ffn_params=600, hidden=4, intermediate=8, layers=2, heads=2, kv_dim=4, vocab=10)
+
+    def shape_for(entry, overrides):
+        cfg = compose(entry, ["model=tiny_llama", *overrides])
+        apply_precision(cfg, announce=False)
+        return job_shape(cfg, s)
+
+    full = shape_for("train", ["intervention=finetune_full", "trainer=fsdp", "data.batch_size=3"])
+    assert (full.trains, full.shards, full.batch, full.attribution, full.evaluates) == ("full", 2, 3, False, True)
+    rows = shape_for("train", ["intervention=finetune_neurons", "neurons.proportion=0.2"])
+    assert (rows.trains, rows.proportion, rows.attribution) == ("neurons", 0.2, True)
+    assert shape_for("train", ["intervention=finetune_neurons", "neurons=all_ffn"]).proportion == 1.0
+    ident = shape_for("identify", ["neurons.micro_batch_size=2"])
+    assert (ident.trains, ident.evaluates, ident.attribution, ident.attribution_batch) == ("none", False, True, 2)
+    lora = shape_for("continual", ["continual/method=seqlora"])
+    assert lora.trains == "lora" and lora.lora_params == 2 * 2 * 8 * 2 * 4  # layers x [q, v] x r x (A + B) x hidden
+    assert shape_for("evaluate", []).attribution is False
 
 
 def test_the_memory_limit_variable_replaces_the_measurement(monkeypatch):

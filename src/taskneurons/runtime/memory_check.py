@@ -85,8 +85,9 @@ def available(cfg: Any) -> tuple[int, str, bool]:
     if cuda:
         import torch
 
-        free, _ = torch.cuda.mem_get_info()
-        return int(free), f"free on {torch.cuda.get_device_name(0)}", True
+        device = int(os.environ.get("LOCAL_RANK", 0)) % max(torch.cuda.device_count(), 1)  # this rank's GPU
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {torch.cuda.get_device_name(device)}", True
     free, src = cpu_available()
     return free, src, False
 
@@ -109,7 +110,7 @@ def job_shape(cfg: Any, shape: ModelShape) -> JobShape:
         or (job_name == "continual" and trains == "neurons"))
     data = cfg.data
     trainer = cfg.get("trainer") or {}
-    strategy = str(trainer.get("strategy", "") or "")
+    strategy = str(trainer.get("strategy", "") or "").lower()  # a name, or a _target_ such as ...FSDPStrategy
     devices = trainer.get("devices", 1)
     proportion = 1.0 if n.get("set") == "all_ffn" else float(n.get("proportion", 0.1) or 0.1)
     ev = cfg.get("eval") or {}
