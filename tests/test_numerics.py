@@ -129,6 +129,45 @@ def test_the_memory_limit_variable_replaces_the_measurement(monkeypatch):
     assert available(cfg) == (123 * 2**20, "TASKNEURONS_MEMORY_LIMIT_MB", False)
 
 
+def test_a_cgroup_limit_below_memavailable_caps_what_is_available(monkeypatch):
+    from taskneurons.runtime import memory_check as mc
+
+    monkeypatch.setattr(mc, "_meminfo_kb", lambda field: 10 * 2**20)  # 10 GB MemAvailable
+    monkeypatch.setattr(mc, "_own_rss", lambda: 2**30)
+    limits = {"/sys/fs/cgroup/memory.max": 4 * 2**30, "/sys/fs/cgroup/memory.current": 3 * 2**30}
+    monkeypatch.setattr(mc, "_read_int", limits.get)
+    assert mc.cpu_available() == (2 * 2**30, "cgroup memory.max")  # 4 - 3 in use + this process's 1
+    limits["/sys/fs/cgroup/memory.max"] = None  # "max": no limit
+    assert mc.cpu_available() == (11 * 2**30, "MemAvailable")
+
+
+# --- the finite guard (a fit's callback), on stand-ins for Lightning's objects -------------------------
+
+def test_the_guard_raises_on_a_nan_loss_and_an_inf_gradient_but_not_under_fp16_loss_scaling():
+    from types import SimpleNamespace
+
+    from taskneurons.errors import NumericalError
+    from taskneurons.lit.finite import FiniteGuard
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=0.5)
+    module = torch.nn.Linear(1, 1)
+    trainer = SimpleNamespace(precision="32-true", optimizers=[opt])
+    saver = SimpleNamespace(state=object(), saved_at=4)
+    guard = FiniteGuard("task(s) t", start=4, accumulate=2, saver=saver)
+    guard.on_train_batch_start(trainer, module, None, 1)  # the 6th batch of the run: step 3
+    guard.on_before_backward(trainer, module, torch.tensor(1.5))  # finite: nothing happens
+    with pytest.raises(NumericalError, match=r"training loss is nan at step 3 \(batch 6\) of training on task\(s\) t "
+                                             r"\(optim.lr=0.5, weights float32, trainer.precision=32-true\)"):
+        guard.on_before_backward(trainer, module, torch.tensor(float("nan")))
+    p.grad = torch.tensor([1.0, float("inf"), 0.0])
+    with pytest.raises(NumericalError, match="gradient norm is inf .*last good checkpoint \\(batch 4\\) is kept"):
+        guard.on_before_optimizer_step(trainer, module, opt)
+    guard.on_before_optimizer_step(SimpleNamespace(precision="16-mixed", optimizers=[opt]), module, opt)
+    p.grad = torch.ones(3)
+    guard.on_before_optimizer_step(trainer, module, opt)
+
+
 # --- the divergence rule --------------------------------------------------------------------------------
 
 def test_divergence_rule():
