@@ -279,6 +279,7 @@ def test_a_sweep_records_the_nan_job_as_failed_and_runs_the_others(tmp_path):
     assert [j["status"] for j in jobs] == ["failed", "completed"], r.stderr[-3000:]
     assert jobs[0]["error"].startswith("NumericalError: training loss is nan at step 2")
     assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").is_file()
+    assert len(finals(tmp_path / "out")) == 1  # only the completed job's result is kept for reuse
 
 
 @pytest.mark.e2e
@@ -307,6 +308,7 @@ def test_a_job_that_cannot_fit_stops_before_loading_with_options_and_the_overrid
     ok = run([*args, "preflight.memory=false"], tmp_path / "out", tmp_path / "forced", TASKNEURONS_MEMORY_LIMIT_MB="50")
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert json.loads((tmp_path / "forced" / "metrics.json").read_text())["tasks"]["sst2"]["n"] == 4
+    assert len(finals(tmp_path / "out")) == 1
 
 
 @pytest.mark.e2e
