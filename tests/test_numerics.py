@@ -188,6 +188,8 @@ def test_divergence_rule():
                "c": {"kind": "generation", "n": 8, "score": 10.0}}
     assert [w["code"] for w in constant_prediction_warnings(results, ["a", "b", "c"])] == ["constant_prediction"]
     assert constant_prediction_warnings(results, ["b", "c"]) == []
+    results["a"]["n"] = 7  # too few examples for one answer to mean anything
+    assert constant_prediction_warnings(results, ["a"]) == []
 
 
 def test_predicted_classes_counts_the_primary_scorers_answers():

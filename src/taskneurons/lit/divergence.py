@@ -6,8 +6,8 @@ Rules (thresholds are module constants, documented in docs/reliability-numerics.
   prediction over the vocabulary, and either the run started below that level (a pre-trained model that
   un-learned) or its loss rose above 3x the first batch's on the way (an unstable run that settled on
   uniform output). A random-init model that simply learned little starts at ln(V) and is not flagged.
-- ``constant_prediction``: after training, a classification task's test examples were all given the
-  same answer, so its score is that of a constant predictor (the majority or a minority class rate).
+- ``constant_prediction``: after training, a classification task's test examples (at least 8) were all
+  given the same answer, so its score is that of a constant predictor (the majority or a minority class rate).
 Each warning is ``{"code", "message"}``; the entry point prints one ``warning:`` line per warning and
 keeps the list under ``warnings`` in metrics.json; the report marks the cells of such runs.
 """
@@ -21,6 +21,9 @@ from typing import Any
 DIVERGE_FACTOR = 3.0     # last-window mean vs the first batch's loss
 LAST_FRACTION = 0.2      # the last-window: this share of the batches (at least one)
 COLLAPSE_FRACTION = 0.9  # of ln(vocab): "no better than uniform over the vocabulary"
+# fewer test examples than this all given one answer is too likely by chance to say anything (binary, random
+# answers: 2 x 0.5^8 = 0.8 % at 8)
+CONSTANT_MIN_EXAMPLES = 8
 
 
 def warning(code: str, message: str) -> dict[str, str]:
@@ -54,7 +57,8 @@ def constant_prediction_warnings(results: dict[str, dict[str, Any]], tasks: list
     out = []
     for t in tasks:
         r = results.get(t) or {}
-        if r.get("kind") == "classification" and int(r.get("n", 0)) >= 2 and r.get("predicted_classes") == 1:
+        if (r.get("kind") == "classification" and int(r.get("n", 0)) >= CONSTANT_MIN_EXAMPLES
+                and r.get("predicted_classes") == 1):
             out.append(warning("constant_prediction",
                                f"{t}: all {r['n']} test examples got the same prediction after training, so its score "
                                f"{r.get('score')} is a constant predictor's (majority class {r.get('majority_baseline')})"))
