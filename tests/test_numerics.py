@@ -328,7 +328,7 @@ def test_float16_on_a_cpu_is_resolved_with_a_message_and_trains_without_nan(tmp_
 
 # --- the report marks what a warned run produced ---------------------------------------------------------
 
-def test_table2_marks_the_cells_of_a_run_with_warnings_and_explains_them_in_a_note(tmp_path):
+def test_table2_marks_the_cells_of_a_run_with_warnings_and_explains_them_in_a_note(tmp_path, capsys):
     import yaml
 
     from taskneurons.report.paper_tables import table2
@@ -352,6 +352,10 @@ def test_table2_marks_the_cells_of_a_run_with_warnings_and_explains_them_in_a_no
     assert "⚠ train_random/sst2 (seed 1): [loss_collapsed] training collapsed: ..." in res["notes"]
     assert res["cells"]["table2/train_random/sst2"]["warnings"] == ["loss_collapsed"]
     assert "warnings" not in res["cells"]["table2/train_task/sst2"]
+    from taskneurons.report.__main__ import table2 as plain_table2  # `report table2 SWEEP` without --scale
+
+    assert plain_table2(tmp_path / "sweep", None)["warnings"] == {"sst2/train_random": ["loss_collapsed"]}
+    assert "⚠ sst2/train_random: the run has warnings ['loss_collapsed']" in capsys.readouterr().out
 
 
 # --- the estimate against measured peaks (SmolLM2, on the CPU) ---------------------------------------------
