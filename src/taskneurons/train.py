@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from taskneurons.data.datamodule import TaskDataModule
+from taskneurons.lit.divergence import constant_prediction_warnings, loss_warnings, print_warnings
 from taskneurons.lit.evaluation import resumable_test
 from taskneurons.lit.fit import ResumableFit
 from taskneurons.lit.losses import LossRecorder
@@ -137,7 +138,8 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
             set_info["combine"] = "per_task"
         t0 = time.perf_counter()
         trainer = fit.run(cfg, module, callbacks, losses, session.logger,
-                          lambda: loader if per_task else dm.train_dataloader(start, n_batches, ranks_of(cfg)))
+                          lambda: loader if per_task else dm.train_dataloader(start, n_batches, ranks_of(cfg)),
+                          what=f"task(s) {', '.join(train_names)}")
         distributed = distributed_info(trainer) if trainer is not None else None
         if trainer is not None and not is_global_zero():
             return {"rank": global_rank()}  # rank 0 evaluates and writes every file
@@ -159,6 +161,10 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
             "neuron_sets": set_info, "tasks": results, "before": before,
             "summary": {**summarize(results), **domain_summary(results)},
         }
+        # finished, but did it learn? (lit/divergence.py): kept beside the result and printed after the table
+        run_warnings = (loss_warnings(losses.losses, getattr(model.config, "vocab_size", None))
+                    + constant_prediction_warnings(results, train_names))
+        metrics["warnings"] = run_warnings
         atomic_write_json(out / "samples.json", samples)
         if cfg.save_model:
             model.save_pretrained(out / "model")
@@ -168,7 +174,8 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
     finally:
         finish(session.logger)
     print_results(results, title=f"{cfg.model.name} after {metrics['intervention']} ({metrics['neurons']}) on {train_names}",
-                  run_dir=out)
+                  run_dir=out, flagged=train_names if run_warnings else ())
+    print_warnings(run_warnings)
     return metrics
 
 

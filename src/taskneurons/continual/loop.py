@@ -26,6 +26,7 @@ from taskneurons.continual.methods import Method, Stage
 from taskneurons.continual.metrics import summarize
 from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.data.loading import TaskData
+from taskneurons.lit.divergence import constant_prediction_warnings, loss_warnings, print_warnings
 from taskneurons.lit.evaluation import run_test
 from taskneurons.lit.fit import ResumableFit
 from taskneurons.lit.losses import LossRecorder
@@ -211,7 +212,8 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     losses = LossRecorder()
     t0 = time.perf_counter()
     # killed after training, before the stage was recorded: the fit restores the trained state
-    fit.run(cfg, module, callbacks, losses, ctx.trainer_logger, lambda: dm.train_dataloader(start, n_batches, ranks_of(cfg)))
+    fit.run(cfg, module, callbacks, losses, ctx.trainer_logger, lambda: dm.train_dataloader(start, n_batches, ranks_of(cfg)),
+            what=f"stage {stage.index + 1} ({stage.name}: {', '.join(stage.train_tasks)})")
     ctx.model.eval()
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     if hasattr(module, "neuron_deltas"):
@@ -224,7 +226,9 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     gc.collect()
     return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
             "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
-            "loss_first": losses.first(), "loss_last": losses.last()}
+            "loss_first": losses.first(), "loss_last": losses.last(),
+            "warnings": loss_warnings(losses.losses, getattr(ctx.model.config, "vocab_size", None),
+                                      where=f"stage {stage.index + 1} ({stage.name})")}
 
 
 class _AttrDict(dict):
@@ -266,6 +270,11 @@ class ContinualRun:
                 row, extra = method.evaluate(ctx, stage)
                 info.update(extra, eval_seconds=round(time.perf_counter() - t0, 2),
                             checkpoint_bytes=_payload_bytes(payload))
+                info["warnings"] = info["warnings"] + [
+                    {**w, "message": f"stage {stage.index + 1}: {w['message']}"}
+                    for w in constant_prediction_warnings(row, list(stage.train_tasks))]
+                if is_global_zero():
+                    print_warnings(info["warnings"])
                 done = {"payload": payload, "row": row, "info": info}
                 ctx.state.put_tensors(f"stage{stage.index}", done)  # rank 0 only (JobState)
                 if is_global_zero():
@@ -308,6 +317,7 @@ class ContinualRun:
             "tasks_evaluated": tasks, "matrix": mat,
             "results": [{t: {k: v for k, v in r[t].items() if k != "per_example"} for t in tasks} for r in self.rows],
             "stage_info": self.infos, "summary": summary, "stages_done": len(mat),
+            "warnings": [w for i in self.infos for w in i.get("warnings", [])],
             "complete": complete and len(mat) == len(self.stages),
         }
 

@@ -28,6 +28,7 @@ class TaskMetrics:
     seconds: Counter = field(default_factory=Counter)
     invalid: Counter = field(default_factory=Counter)
     gold: Counter = field(default_factory=Counter)
+    predicted: Counter = field(default_factory=Counter)  # primary scorer's predictions (-1: no label named)
     n: int = 0
     samples: list[dict] = field(default_factory=list)
     # per test example: id and primary score in percent (0/100 for classification), so that intervals
@@ -54,6 +55,8 @@ class TaskMetrics:
         if scorer == self.scorers[0]:
             self.n += len(gold)
             self.gold.update(gold)
+        if scorer == self.primary:
+            self.predicted.update(pred)
         if scorer == self.primary and ids is not None:
             self.example_ids += list(ids)
             self.example_scores += [100 if a == b else 0 for a, b in zip(pred, gold, strict=True)]
@@ -91,6 +94,8 @@ class TaskMetrics:
             out["scorer"] = self.primary
             out["majority_baseline"] = round(100 * max(self.gold.values()) / max(self.n, 1), 2) if self.gold else 0.0
             out["chance"] = round(100 / len(self.spec.labels), 2)
+            # 1: every example got the same answer (a collapsed model; lit/divergence.py warns after training)
+            out["predicted_classes"] = len(self.predicted)
         else:
             out["rougeL"] = round(100 * float(self.rouge.compute()["rougeL_fmeasure"]), 2)
             out["seconds_generate"] = round(self.seconds["generate"], 3)

@@ -13,8 +13,10 @@ from functools import cache
 
 import torch
 import torch.nn.functional as F
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from taskneurons.data.encoding import pad
+from taskneurons.errors import NumericalError
 
 
 @cache
@@ -84,6 +86,30 @@ def reference_label_loglik(model: torch.nn.Module, prompt: list[int], label: lis
     return float(logp[pos, torch.tensor(label, device=device)].sum())
 
 
+class FiniteLogits(LogitsProcessor):
+    """Raises NumericalError on NaN or +inf next-token logits, or a row that is -inf everywhere (greedy
+    decoding would pick an arbitrary token and score it as if the model had chosen it). A few -inf
+    entries are normal: other processors (suppressed tokens) set them."""
+
+    def __init__(self):
+        self.step = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.step += 1
+        bad = torch.isnan(scores).any(-1) | torch.isposinf(scores).any(-1) | torch.isneginf(scores).all(-1)
+        if bool(bad.any()):
+            raise NumericalError(f"generation logits are not finite at new token {self.step} "
+                                 f"({int(bad.sum())} of {scores.shape[0]} prompts)")
+        return scores
+
+
+def nonfinite(t: torch.Tensor) -> str | None:
+    """"nan" or "inf" when ``t`` holds such a value, else None."""
+    if bool(torch.isnan(t).any()):
+        return "nan"
+    return None if bool(torch.isfinite(t).all()) else "inf"
+
+
 @torch.no_grad()
 def greedy_generate(
     model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, pad_id: int, eos_id: int | list[int]
@@ -100,6 +126,7 @@ def greedy_generate(
         use_cache=True,
         pad_token_id=pad_id,
         eos_token_id=eos_id,
+        logits_processor=LogitsProcessorList([FiniteLogits()]),
     )
     eos = set(eos_id if isinstance(eos_id, list) else [eos_id])
     result = []

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from taskneurons.lit.finite import FiniteGuard
 from taskneurons.lit.losses import LossRecorder
 from taskneurons.lit.resume import ResumeCheckpoint, load_trainable
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
@@ -25,8 +26,9 @@ class ResumableFit:
         self.start = int(self.ckpt["batches_done"]) if self.ckpt else 0
 
     def run(self, cfg: Any, module: pl.LightningModule, callbacks: list, losses: LossRecorder, logger: Any,
-            loader: Callable[[], Any]) -> pl.Trainer | None:
-        """Fit the remaining batches (``loader()`` gives them); the Trainer, or None when restored."""
+            loader: Callable[[], Any], what: str = "the training data") -> pl.Trainer | None:
+        """Fit the remaining batches (``loader()`` gives them); the Trainer, or None when restored. ``what``
+        names the data in the one error line of a non-finite loss or gradient (``lit/finite.py``)."""
         if self.start >= self.n_batches:  # killed after training finished: restore the trained state
             restore_trained(module, callbacks, self.ckpt, losses)
             self.ckpt = None
@@ -34,10 +36,12 @@ class ResumableFit:
         saver = ResumeCheckpoint(self.state, int(cfg.checkpoint_every), self.start, self.n_batches, self.accumulate,
                                  losses, self.ckpt)
         self.ckpt = None  # the saver loads it at the start of the fit, then lets it go
+        # a nan/inf loss or gradient ends the fit before the optimizer applies it
+        guard = FiniteGuard(what, self.start, self.accumulate, saver)
         # one "epoch" = the remaining batches; epochs of the data are inside the batch sampler.
         # trainer=ddp: the fit runs on the ranks the job started (runtime/distributed.py)
         trainer = build_trainer(cfg, logger, distributed=True, batches=self.n_batches - self.start,
-                                callbacks=[*callbacks, losses, saver], max_steps=-1, max_epochs=1)
+                                callbacks=[*callbacks, guard, losses, saver], max_steps=-1, max_epochs=1)
         module.train()
         trainer.fit(module, train_dataloaders=loader())
         return trainer

@@ -9,8 +9,9 @@ import torch
 
 from taskneurons.data.encoding import IGNORE_INDEX, Encoded
 from taskneurons.data.tasks import TaskSpec
+from taskneurons.errors import NumericalError
 from taskneurons.eval.metrics import CLS_SCORERS, TaskMetrics
-from taskneurons.eval.scoring import greedy_generate, label_loglik, match_label
+from taskneurons.eval.scoring import greedy_generate, label_loglik, match_label, nonfinite
 from taskneurons.models.loss import target_only_loss
 from taskneurons.runtime.distributed import global_batch_loss
 
@@ -80,6 +81,16 @@ class CausalLMModule(pl.LightningModule):
 
     def test_step(self, batch: list[Encoded], batch_idx: int, dataloader_idx: int = 0) -> None:
         spec = self.eval_tasks[dataloader_idx]
+        try:
+            self._score_batch(spec, batch)
+        except NumericalError as e:  # named here: the scorers do not know the task or the batch
+            raise NumericalError(
+                f"evaluation of task '{spec.name}', batch {batch_idx + 1} (examples {batch[0].example.id}..): {e}; "
+                "usually the model's weights hold nan/inf (a diverged training run, a damaged model file) or float16 "
+                "overflow; fix: use model.dtype=bfloat16 or float32, retrain with a lower optim.lr, or re-download "
+                "the model; no result was written") from None
+
+    def _score_batch(self, spec: TaskSpec, batch: list[Encoded]) -> None:
         m = self.task_metrics[spec.name]
         prompts = [e.prompt_ids for e in batch]
         pad_id = self.tokenizer.pad_token_id
@@ -89,6 +100,9 @@ class CausalLMModule(pl.LightningModule):
             if "loglik" in m.scorers:
                 with m.timed("loglik"):
                     scores = label_loglik(self.model, prompts, self._label_ids[spec.name], pad_id, self.eval_cfg.loglik_norm)
+                bad = nonfinite(scores)
+                if bad:  # argmax of nan is an arbitrary label, which would be scored like any answer
+                    raise NumericalError(f"label log-likelihood scores are {bad}")
                 m.update_cls("loglik", scores.argmax(-1).tolist(), gold, ids)
             if "generate" in m.scorers:
                 with m.timed("generate"):

@@ -21,6 +21,7 @@ from functools import partial
 import torch
 
 from taskneurons.data.encoding import IGNORE_INDEX
+from taskneurons.errors import NumericalError
 from taskneurons.models.loss import target_only_loss
 from taskneurons.neurons.pools import Key, Pool
 
@@ -156,7 +157,7 @@ def attribute(
     rec = _Recorder(pools, reduction, device)
     rec.attach(model)
     try:
-        for batch in batches:
+        for b, batch in enumerate(batches, start=1):
             batch = {k: v.to(device) for k, v in batch.items()}
             in_scope = int(scope_mask(batch, token_scope).sum())
             targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
@@ -168,7 +169,13 @@ def attribute(
                 rec.mask = scope_mask(micro, token_scope)
                 rec.set_denominator(in_scope)
                 with torch.enable_grad():
-                    (target_only_loss(model, micro) * (micro_targets / targets)).backward()
+                    loss = target_only_loss(model, micro)
+                    if not bool(torch.isfinite(loss)):  # its gradients, and so every score, would be nan
+                        raise NumericalError(f"attribution batch {b}: the loss is {float(loss)}")
+                    (loss * (micro_targets / targets)).backward()
+            # one sum per pool: a nan/inf score (overflowing activations x gradients) names its batch
+            if rec.scores and not bool(torch.isfinite(torch.stack([s.sum() for s in rec.scores.values()])).all()):
+                raise NumericalError(f"attribution batch {b}: relevance scores are not finite (the loss was)")
     finally:
         rec.detach()
         for n, p in model.named_parameters():

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from taskneurons.data.encoding import collate_sft, encode_example
 from taskneurons.data.examples import sample_examples
 from taskneurons.data.loading import TaskData
-from taskneurons.errors import ConfigError
+from taskneurons.errors import ConfigError, NumericalError
 from taskneurons.neurons.attribution import REDUCTIONS, TOKEN_SCOPES, attribute
 from taskneurons.neurons.neuronset import (
     SCOPES,
@@ -145,8 +145,14 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         scores, means = donor.scores, donor.means
         info["source"] = f"re-selected from {path.name}"
     else:
-        scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope,
-                                     micro_batch_size=ncfg.get("micro_batch_size"))
+        try:
+            scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope,
+                                         micro_batch_size=ncfg.get("micro_batch_size"))
+        except NumericalError as e:  # named here: attribution does not know the task
+            raise NumericalError(
+                f"identifying task '{td.spec.name}'s neurons: {e}; usually the model's weights hold nan/inf (a "
+                "diverged training run, a damaged model file) or float16 overflow; fix: model.dtype=bfloat16 or "
+                "float32, or a freshly loaded model; no neuron set was saved") from None
         info["source"] = "attribution"
         info["attribution_seconds"] = round(time.perf_counter() - t0, 2)
         info["attribution_examples"] = sum(int(b["input_ids"].shape[0]) for b in batches)

@@ -23,6 +23,7 @@ from rich.table import Table
 from taskneurons import EXPERIMENTS_DIR
 from taskneurons.errors import ConfigError
 from taskneurons.report.heatmap import save_change_heatmaps
+from taskneurons.report.tables import WARN
 from taskneurons.runtime.atomic import atomic_write_json, read_json_with_checksum
 
 
@@ -42,6 +43,7 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
     rows: dict[str, dict[str, float]] = {}
     # Fig. 5 (fine-tuning panel): change of every task after training task i's (or random) neurons
     change: dict[str, dict[str, dict[str, float]]] = {}
+    warned: dict[tuple[str, str], list[str]] = {}
     for m in load_runs(sweep):
         if m.get("job") != "train" or len(m.get("train_tasks", [])) != 1:
             continue
@@ -52,6 +54,8 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
             change.setdefault(m["neurons"], {})[task] = {
                 t: round(r["score"] - m["before"][t]["score"], 2) for t, r in m["tasks"].items()}
         row[f"train_{m['neurons']}"] = m["tasks"][task]["score"]
+        if m.get("warnings"):  # diverged, collapsed or constant (lit/divergence.py): marked beside the cell
+            warned[(task, f"train_{m['neurons']}")] = sorted({w["code"] for w in m["warnings"]})
     paper = yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text()).get(paper_key or "", {})
     cols = ["zero_shot", "train_random", "train_task"]
     table = Table(title=f"Table 2 layout from {sweep}")
@@ -63,7 +67,7 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
     for task, row in rows.items():
         cells = []
         for c in cols:
-            cells.append(f"{row[c]:.1f}" if c in row else "-")
+            cells.append((f"{row[c]:.1f}" + (f" {WARN}" if (task, c) in warned else "")) if c in row else "-")
             if paper:
                 v = paper["rows"].get(c, {}).get(task)
                 cells.append("-" if v is None else f"{v:.1f}")
@@ -71,7 +75,10 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
     avg = {c: round(mean(r[c] for r in rows.values() if c in r), 2) for c in cols if any(c in r for r in rows.values())}
     table.add_row("avg", *[x for c in cols for x in ([f"{avg[c]:.1f}" if c in avg else "-"] + (["" ] if paper else []))])
     Console(width=160).print(table)
-    result = {"rows": rows, "avg": avg, "paper": paper_key, "finetune_change": change}
+    for (task, c), codes in warned.items():
+        print(f"{WARN} {task}/{c}: the run has warnings {codes} (metrics.json \"warnings\")")
+    result = {"rows": rows, "avg": avg, "paper": paper_key, "finetune_change": change,
+              "warnings": {f"{task}/{c}": codes for (task, c), codes in warned.items()}}
     trained = sorted({t for kind in change.values() for t in kind})
     if len(trained) > 1 and all(set(kind) == set(trained) for kind in change.values()):
         evaluated = list(next(iter(next(iter(change.values())).values())))

@@ -199,6 +199,10 @@ def table2(sweep: Path, scale: str, seeds: list[int] | None, paper_key: str = "t
                 for j, res in run.metrics["tasks"].items():
                     row.setdefault(j, []).append(res["score"] - run.metrics["before"][j]["score"])
     est, avg, ours = _estimates(recs, T2_ROWS, tasks)
+    # a trained cell whose run finished with warnings (diverged, collapsed, constant prediction) is marked
+    warned = {(f"train_{k}", t): [(s, w) for s in seed_list for w in by[((t, k), s)].metrics.get("warnings") or []]
+              for t in tasks for k in ("task", "random")}
+    warn_notes = mark_warned_cells(ours, list(T2_ROWS), tasks, warned)
     pairs = {"task_vs_random": ("train_task", "train_random"), "task_vs_zero_shot": ("train_task", "zero_shot"),
              "random_vs_zero_shot": ("train_random", "zero_shot")}
     tests, test_cells = _pair_tests(pairs, recs, tasks)
@@ -206,8 +210,11 @@ def table2(sweep: Path, scale: str, seeds: list[int] | None, paper_key: str = "t
     result = _result("table2", scale, "Table 2: fine-tuning task-specific vs random neurons", runs, tasks,
                      {"ours": ours, "paired tests": tests, "gap to the paper (ours - paper)": gap}, paper, est, avg,
                      test_cells, notes + [f"intervals: {est['zero_shot'][tasks[0]].method} (95 %); p: paired sign-flip test over "
-                                          "the same test examples, pooled over seeds; Train-Random: one draw per (task, seed)"],
-                     exclude_caps=("tasks",))
+                                          "the same test examples, pooled over seeds; Train-Random: one draw per (task, seed)"]
+                     + warn_notes, exclude_caps=("tasks",))
+    for (row, t), found in warned.items():
+        if found:
+            result["cells"][f"table2/{row}/{t}"]["warnings"] = sorted({w["code"] for _, w in found})
     evaluated = sorted(set.intersection(*[set(v) for k in change.values() for v in k.values()])) if tasks else []
     if out_dir is not None and len(tasks) > 1 and set(tasks) <= set(evaluated):
         mean = {k: {i: {j: float(np.mean(change[k][i][j])) for j in tasks} for i in tasks} for k in change}
@@ -215,6 +222,22 @@ def table2(sweep: Path, scale: str, seeds: list[int] | None, paper_key: str = "t
                              title=f"score change after fine-tuning task i's neurons (mean over {len(seed_list)} seed(s))")
         result["figures"] = ["finetune_matrix.png"]
     return result
+
+
+def mark_warned_cells(table: dict, row_keys: list[str], tasks: list[str],
+                      warned: dict[tuple[str, str], list[tuple[int, dict]]]) -> list[str]:
+    """Append ⚠ to the cells of ``table`` (rows in ``row_keys`` order, a label column first) whose runs have
+    warnings; returns one note per warning (the footnote)."""
+    from taskneurons.report.tables import WARN
+
+    notes = []
+    for i, row in enumerate(row_keys):
+        for j, t in enumerate(tasks):
+            found = warned.get((row, t)) or []
+            if found:
+                table["rows"][i][j + 1] = f"{table['rows'][i][j + 1]} {WARN}"
+                notes += [f"{WARN} {row}/{t} (seed {seed}): [{w['code']}] {w['message']}" for seed, w in found]
+    return notes
 
 
 # --- Fig. 5 ---------------------------------------------------------------------------------------

@@ -30,7 +30,12 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
-def print_results(results: dict[str, dict[str, Any]], title: str, run_dir: Path | None = None) -> None:
+WARN = "⚠"  # beside a task whose run has warnings (metrics.json "warnings": diverged, collapsed, constant)
+
+
+def print_results(results: dict[str, dict[str, Any]], title: str, run_dir: Path | None = None,
+                  flagged: Any = ()) -> None:
+    """``flagged``: tasks whose scores come from a run with warnings, marked ⚠ (the lines follow the table)."""
     table = Table(title=title)
     cols = [
         ("task", None), ("kind", "kind"), ("n", "n"), ("acc loglik", "accuracy_loglik"),
@@ -40,12 +45,15 @@ def print_results(results: dict[str, dict[str, Any]], title: str, run_dir: Path 
     for name, _ in cols:
         table.add_column(name, justify="left" if name in ("task", "kind") else "right")
     for task, r in results.items():
-        table.add_row(task, *[_fmt(r.get(k)) for _, k in cols[1:]])
+        table.add_row(f"{task} {WARN}" if task in flagged else task, *[_fmt(r.get(k)) for _, k in cols[1:]])
     console = Console(width=140)
     console.print(table)
     summary = summarize(results)
     if summary:
         console.print("  ".join(f"{k}={v:.1f}" for k, v in summary.items()))
+    if flagged:
+        console.print(f"{WARN} this run has warnings (below, and under \"warnings\" in metrics.json): its scores may not "
+                      "reflect a trained model", markup=False)
     if run_dir is not None:
         print_results_path(console, run_dir)
 

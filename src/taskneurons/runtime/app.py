@@ -1,7 +1,9 @@
 """What every entry point does around its job: errors as one line, run files, resume, sweeps.
 
 - Bad config/data (ConfigError) -> ``error: ...`` on one line, exit code 2, nothing written that looks
-  like a result. In a multirun the error is raised instead, so Hydra records the job as failed and the
+  like a result. A job that cannot fit in memory (ResourceError, before the model loads) is the same; a
+  NaN/inf in training, evaluation or attribution (NumericalError) too, with exit code 3
+  (docs/reliability-numerics.md). In a multirun the error is raised instead, so Hydra records the job as failed and the
   sweep goes on with the other jobs (sweep summary: ``runtime/sweep.py``).
 - A finished job's metrics are kept under a key of its resolved config and the code's source hash
   (``runtime/resume.py``): the same command run again returns them at once; a killed job resumes from
@@ -180,4 +182,4 @@ def _fail(error: ConfigError) -> None:
     if in_multirun():
         raise error  # Hydra marks this job failed and runs the rest of the sweep
     print(f"error: {error}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(getattr(error, "exit_code", 2))

@@ -44,8 +44,8 @@ from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.signals import STOP
 
 log = logging.getLogger(__name__)
-# Keys that change where or how a run is logged, not what it computes.
-_NOT_IN_KEY = ("logger", "hydra", "experiment_name", "paths")
+# Keys that change where or how a run is logged (or checked before it starts), not what it computes.
+_NOT_IN_KEY = ("logger", "hydra", "experiment_name", "paths", "preflight")
 
 
 def config_key(cfg: Any) -> str:

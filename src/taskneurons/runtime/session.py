@@ -15,6 +15,7 @@ from taskneurons.data.tasks import TaskSpec
 from taskneurons.errors import ConfigError
 from taskneurons.models.loading import hub_model_problems, load_model_and_tokenizer
 from taskneurons.runtime.loggers import build_logger, to_container
+from taskneurons.runtime.memory_check import check_memory
 from taskneurons.runtime.validation import checked_task_specs
 
 
@@ -58,6 +59,9 @@ def open_session(
     problems = dataset_problems(specs) + hub_model_problems(cfg.model)
     if problems:
         raise ConfigError(problems)
+    estimate = check_memory(cfg)  # a job that cannot fit stops here, before data and model load
+    if estimate is not None:
+        meta["memory_estimate"] = {"phase": estimate.phase, "total_bytes": estimate.total, "parts": estimate.parts}
     max_train = cfg.data.max_train if "train" in splits else 0
     data = load_tasks(specs, cfg.paths.data_dir, max_train=max_train, max_test=cfg.data.max_test,
                       seed=int(cfg.data.sample_seed), splits=splits, need_train=need_train)
