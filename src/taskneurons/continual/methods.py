@@ -241,7 +241,8 @@ class NCFT(Method):
         ncfg = OmegaConf.merge(self.cfg.neurons, {"store_dir": str(store_dir)})
         # under trainer=ddp the attribution batches are split over the ranks and the scores summed
         ref, info = identify_task(ctx.model, ctx.tok, ctx.model_name, ctx.session.data[task], ncfg, self.cfg.data,
-                                  self.pools, attribute_fn=attribute_on_ranks)
+                                  self.pools, attribute_fn=attribute_on_ranks,
+                                  peers={t: ctx.session.data[t] for t in ctx.order})
         nset = control_set(ncfg.set, ref, self.pools, ctx.model_name, ncfg)
         self.set_info[task] = {**info, **set_summary(nset)}
         return nset

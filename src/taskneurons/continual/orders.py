@@ -48,7 +48,7 @@ def validate_continual(cfg: Any) -> list[str]:
     if method in ("ncft", "wncft"):
         from taskneurons.neurons.identify import validate_neurons_config
 
-        p += validate_neurons_config(cfg.neurons, cfg.model.name)
+        p += validate_neurons_config(cfg.neurons, cfg.model.name, list(order))
         if c.method.get("neurons_from") not in NEURONS_FROM:
             p.append(f"continual.method.neurons_from='{c.method.get('neurons_from')}' must be one of {', '.join(NEURONS_FROM)}")
     if method in ("seqlora", "olora"):
