@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from taskneurons.continual import features, lora
+from taskneurons.continual.migu import MIGUMasking, block_linears
 from taskneurons.continual.rows import (
     Rows,
     rows_written,
@@ -34,7 +35,7 @@ from taskneurons.neurons.pools import neuron_pools
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.distributed import gather_dict, shard
 
-METHODS = ("seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl")
+METHODS = ("seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl", "migu")
 
 
 @dataclass
@@ -106,6 +107,17 @@ class SeqFT(Method):
         own = dict(ctx.model.named_parameters())
         for n, v in payload["params"].items():
             own[n].copy_(v)
+
+
+class MIGU(SeqFT):
+    """Full fine-tuning whose every step moves only each block linear layer's high-magnitude output rows
+    (``continual.method.quantile``; continual/migu.py)."""
+
+    name = "migu"
+
+    def callbacks(self, ctx, stage):
+        self.masking = MIGUMasking(block_linears(ctx.model), float(self.mcfg.quantile))
+        return [self.masking]
 
 
 class MTL(SeqFT):
@@ -378,7 +390,7 @@ def combine_results(parts: list[dict]) -> dict:
     return out
 
 
-REGISTRY: dict[str, type[Method]] = {m.name: m for m in (SeqFT, SeqLoRA, OLoRA, NCFT, WNCFT, PerTask, MTL)}
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (SeqFT, SeqLoRA, OLoRA, NCFT, WNCFT, PerTask, MTL, MIGU)}
 
 
 def build_method(cfg: Any) -> Method:
