@@ -198,7 +198,7 @@ table4: fig3  ## Table 4: Pearson / Spearman (p-values) of similarity vs OOD sco
 	$(GEN_ANALYZE) correlate $(GEN_ARGS) analyze.artefact=table4
 
 # Table 5 / Fig. 4 (continual learning, helper B): methods x orders; CL_ORDERS / CL_METHODS narrow a sweep
-CL_METHODS ?= seqft,seqlora,olora,ncft,wncft,pertask
+CL_METHODS ?= seqft,seqlora,olora,ncft,wncft,pertask,migu
 CL_ORDERS_tiny := order1,order4
 CL_ORDERS_small := order1
 CL_ORDERS_paper := order1,order2,order3,order4,order5,order6
