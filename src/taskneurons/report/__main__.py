@@ -5,6 +5,8 @@
   ``table2 SWEEP`` without ``--scale`` prints the plain table and writes ``SWEEP/table2.json`` (as before).
 - ``compare RUN_A RUN_B``: two runs or sweeps side by side, B - A with its interval (and p when paired).
 - ``all --scale S [--seeds N] [--only a,b]``: ``make report``: every artefact, run where missing, one README.
+- ``methods --scale tiny|small [key=value ...]``: ``make methods``: the neuron scorers against exact ablation
+  (report/methods.py), written to ``outputs/results/methods/<scale>/``.
 
 Bad input (unknown artefact, SEEDS=0, runs of different models or caps in one cell) is one ``error:`` line, exit 2.
 """
@@ -152,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
     p.add_argument("--json", type=Path, default=None, help="also write the comparison here")
+    p = sub.add_parser("methods", help="make methods: the neuron scorers against exact ablation")
+    p.add_argument("--scale", required=True, help="tiny | small")
+    p.add_argument("--command", action="append", help="the command line that made it (recorded)")
+    p.add_argument("overrides", nargs="*", help="identify-config overrides, e.g. neurons.max_examples=32")
     p = sub.add_parser("all", help="make report: every artefact at one scale")
     p.add_argument("--scale", required=True)
     p.add_argument("--seeds", default="1")
@@ -171,6 +177,12 @@ def main(argv: list[str] | None = None) -> None:
             if not str(args.seeds).isdigit():
                 raise ConfigError(f"SEEDS={args.seeds} must be a whole number >= 1")
             report_all(args)
+        elif args.kind == "methods":
+            from taskneurons.report.methods import write_methods
+
+            path = write_methods(args.scale, list(args.overrides), args.command)
+            print(path.with_name("table.md").read_text())
+            print(f"result: {path}")
         elif args.kind == "table2" and args.scale is None:
             table2(args.sweep_dir, args.paper)
         else:
