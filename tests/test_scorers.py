@@ -329,3 +329,13 @@ def test_identify_refuses_lape_on_one_task_in_one_line_before_loading(tmp_path):
                        env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0 and "neurons.method=lape compares tasks" in r.stderr, r.stderr
+
+
+def test_grad_x_act_through_the_registry_is_bit_identical_to_attribute(tiny_llama):
+    model, tok = tiny_llama
+    pools = neuron_pools(model)
+    batches = [batch_for(tok, 4, 0), batch_for(tok, 3, 2)]
+    want = attribute(model, batches, pools, "abs_sum", "target", micro_batch_size=2)
+    got = score("grad_x_act", ScoringInput(model, batches, pools, "abs_sum", "target", micro_batch_size=2))
+    for p in pools:
+        assert torch.equal(got[0][p.key], want[0][p.key]) and torch.equal(got[1][p.key], want[1][p.key])
