@@ -49,6 +49,15 @@ def frozen_rows(magnitude: torch.Tensor, quantile: float) -> torch.Tensor:
     return (magnitude.double() <= threshold).nonzero().flatten()
 
 
+def _sum_over_ranks(magnitude: dict[str, torch.Tensor]) -> None:
+    """Under trainer=ddp each rank saw its share of the batch: every rank must choose the same rows."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for name in sorted(magnitude):  # the same order on every rank
+        dist.all_reduce(magnitude[name])
+
+
 class MIGUMasking(pl.Callback):
     """Accumulates each layer's per-row |output| over the training forwards of a step; around the
     optimizer step, keeps the unselected rows (parameters and optimizer state) exactly as they were."""
@@ -81,6 +90,7 @@ class MIGUMasking(pl.Callback):
         """Before the step: zero the unselected rows' gradients (as MIGU) and save their rows and state."""
         opt = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper
         self._saved = []
+        _sum_over_ranks(self.magnitude)
         for layer in self.layers:
             if layer.name not in self.magnitude:
                 continue
