@@ -1,8 +1,9 @@
 """Identify a task's neurons: attribution on its training data -> NeuronSet, cached in a store.
 
-Store layout: ``<store_dir>/<model>/<task>/<definition>-<reduction>-<token_scope>-<data hash>/<scope>-p<proportion>``
-(``.safetensors`` + ``.json``). Scores do not depend on the proportion, so a set at another proportion
-is re-selected from any stored set's scores instead of re-running attribution.
+Store layout: ``<store_dir>/<model>/<task>/<definition>-<reduction>-<token_scope>-<data hash>[-<dtype>][<method tag>]/
+<scope>-p<proportion>`` (``.safetensors`` + ``.json``); the method tag names a scorer other than grad_x_act and the
+options its scores depend on (``scorers.method_tag``). Scores do not depend on the proportion, so a set at
+another proportion is re-selected from any stored set's scores instead of re-running attribution.
 """
 
 from __future__ import annotations

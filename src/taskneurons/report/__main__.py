@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("methods", help="make methods: the neuron scorers against exact ablation")
     p.add_argument("--scale", required=True, help="tiny | small")
     p.add_argument("--command", action="append", help="the command line that made it (recorded)")
+    p.add_argument("--eval-examples", type=int, default=None, help="test examples per task (default: the scale's)")
+    p.add_argument("--draws", type=int, default=None, help="random sets per point (default 3; at least 3)")
     p.add_argument("overrides", nargs="*", help="identify-config overrides, e.g. neurons.max_examples=32")
     p = sub.add_parser("all", help="make report: every artefact at one scale")
     p.add_argument("--scale", required=True)
@@ -180,7 +182,12 @@ def main(argv: list[str] | None = None) -> None:
         elif args.kind == "methods":
             from taskneurons.report.methods import write_methods
 
-            path = write_methods(args.scale, list(args.overrides), args.command)
+            if args.draws is not None and args.draws < 3:
+                raise ConfigError(f"--draws={args.draws} must be >= 3 (the random sets' interval is over draws)")
+            if args.eval_examples is not None and args.eval_examples < 1:
+                raise ConfigError(f"--eval-examples={args.eval_examples} must be >= 1")
+            path = write_methods(args.scale, list(args.overrides), args.command,
+                                 eval_examples=args.eval_examples, draws=args.draws)
             print(path.with_name("table.md").read_text())
             print(f"result: {path}")
         elif args.kind == "table2" and args.scale is None:

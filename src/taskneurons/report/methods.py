@@ -36,7 +36,8 @@ def compose_config(scale: str, overrides: list[str], out: Path):
                                                           f"paths.output_root={out}", *overrides])
 
 
-def run_methods(scale: str, overrides: list[str], out: Path, n_boot: int = 1000) -> dict[str, Any]:
+def run_methods(scale: str, overrides: list[str], out: Path, n_boot: int = 1000,
+                eval_examples: int | None = None, draws: int | None = None) -> dict[str, Any]:
     """Open the model and tasks as identify does, compare the scorers, return the artefact's result."""
     from taskneurons.analyze.methods import compare_methods, eval_set
     from taskneurons.neurons.identify import attribution_batches, validate_neurons_config
@@ -58,7 +59,8 @@ def run_methods(scale: str, overrides: list[str], out: Path, n_boot: int = 1000)
         raise ConfigError(f"neurons.ablation_sample={sample} exceeds {cfg.model.name}'s {total} units "
                           "(checked after loading the model, before any scoring)")
     batches = {t: attribution_batches(session.tok, session.data[t], cfg.neurons, cfg.data)[0] for t in names}
-    preset = PRESETS[scale]
+    preset = {**PRESETS[scale], **({"eval_examples": eval_examples} if eval_examples else {}),
+              **({"draws": draws} if draws else {})}
     evals = {t: eval_set(session.tok, session.data[t], preset["eval_examples"], int(cfg.neurons.seed),
                          int(cfg.data.max_prompt_tokens)) for t in names if session.data[t].spec.is_classification}
     numbers = compare_methods(session.model, session.tok, pools, batches, evals, proportions=PROPORTIONS,
@@ -138,12 +140,13 @@ def plot_curves(n: dict[str, Any], path: Path) -> Path:
 
 
 def write_methods(scale: str, overrides: list[str], command: list[str] | None = None,
-                  root: Path | None = None, n_boot: int = 1000) -> Path:
+                  root: Path | None = None, n_boot: int = 1000, eval_examples: int | None = None,
+                  draws: int | None = None) -> Path:
     from taskneurons.report.artefacts import output_root, results_dir, this_command, write_result
 
     root = Path(root or output_root())
     out_dir = results_dir("methods", scale, root)
-    result = run_methods(scale, overrides, root, n_boot)
+    result = run_methods(scale, overrides, root, n_boot, eval_examples, draws)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_curves(result["numbers"], out_dir / "ablation_curves.png")
     result["figures"] = ["ablation_curves.png"]
