@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-from taskneurons.bench.fixtures import reset_peak_rss, status_mb
 from taskneurons.data.encoding import encode_prompt, encode_target
 from taskneurons.data.examples import sample_examples
 from taskneurons.eval.scoring import label_loglik
@@ -65,6 +64,7 @@ def evaluate(model: torch.nn.Module, es: EvalSet, pad_id: int, batch_size: int =
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
     """(result, seconds, peak MB above the start): CUDA allocator peak on a GPU, VmHWM (RSS) on the CPU."""
+    from taskneurons.bench.fixtures import reset_peak_rss, status_mb
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
