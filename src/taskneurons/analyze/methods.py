@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,14 +92,18 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0,
     """Spearman's ρ of x and y and a percentile bootstrap interval over the (x, y) pairs. NaN in x (a
     unit the scorer left unscored, e.g. LAPE's units of other tasks) ranks below every scored unit."""
     x = np.where(np.isnan(x), np.nanmin(x) - 1 if np.isfinite(x).any() else 0.0, x)
+    if np.unique(x).size < 2 or np.unique(y).size < 2:  # e.g. no sampled unit is a LAPE unit of the task
+        return {"rho": None, "lo": None, "hi": None, "n_units": int(x.size)}
     rho = float(sps.spearmanr(x, y).statistic)
     rng = np.random.default_rng(seed)
     boots = []
-    for _ in range(n_boot):
-        i = rng.integers(0, x.size, x.size)
-        r = sps.spearmanr(x[i], y[i]).statistic
-        if np.isfinite(r):
-            boots.append(r)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sps.ConstantInputWarning)  # a resample can be constant: left out
+        for _ in range(n_boot):
+            i = rng.integers(0, x.size, x.size)
+            r = sps.spearmanr(x[i], y[i]).statistic
+            if np.isfinite(r):
+                boots.append(r)
     a = (1 - level) / 2
     lo, hi = (np.quantile(boots, [a, 1 - a]) if boots else (np.nan, np.nan))
     return {"rho": round(rho, 4), "lo": round(float(lo), 4), "hi": round(float(hi), 4), "n_units": int(x.size)}

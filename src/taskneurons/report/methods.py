@@ -96,6 +96,8 @@ def _ci(d: dict, digits: int = 1) -> str:
 
 
 def _rho(d: dict) -> str:
+    if d["rho"] is None:
+        return "undefined (constant scores)"
     return f"{d['rho']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
 
 
