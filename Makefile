@@ -55,7 +55,7 @@ F5 := $(OUT)/multiruns/fig5_$(SCALE)
 # one folder per job named by its overrides; tn_dirname cuts a name past the file-name limit (+ a digest)
 BY_OVERRIDES := 'hydra.sweep.subdir="$${tn_dirname:$${hydra.job.override_dirname}}"'
 
-.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4 table5 fig4 gpu-check
+.PHONY: help install demo test test-fast faults lint format bench table1 table6 table2 table7 fig5 report clean-outputs clean gen-neurons fig2 fig6 table8 table9 fig3 table4 table5 fig4 methods gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -198,7 +198,7 @@ table4: fig3  ## Table 4: Pearson / Spearman (p-values) of similarity vs OOD sco
 	$(GEN_ANALYZE) correlate $(GEN_ARGS) analyze.artefact=table4
 
 # Table 5 / Fig. 4 (continual learning, helper B): methods x orders; CL_ORDERS / CL_METHODS narrow a sweep
-CL_METHODS ?= seqft,seqlora,olora,ncft,wncft,pertask
+CL_METHODS ?= seqft,seqlora,olora,ncft,wncft,pertask,migu
 CL_ORDERS_tiny := order1,order4
 CL_ORDERS_small := order1
 CL_ORDERS_paper := order1,order2,order3,order4,order5,order6
@@ -216,6 +216,9 @@ table5: install  ## Table 5: CL (average accuracy after the last task) per metho
 fig4: install  ## Fig. 4: FG retention per stage on the 8-task order (FIG4_ORDER=order4), every method vs Per-Task FT (SCALE, SEEDS)
 	$(CL_SWEEP) continual/order=$(FIG4_ORDER) hydra.sweep.dir=$(OUT)/multiruns/fig4_$(SCALE)
 	$(PY) -m taskneurons.report.continual fig4 $(OUT)/multiruns/fig4_$(SCALE) --scale $(SCALE) --order $(FIG4_ORDER) --command "$(ARTEFACT_CMD)"
+
+methods: install  ## the neuron scorers (neurons.method) vs exact ablation: Spearman, ablation curves, specificity, cost (SCALE=tiny|small, HYDRA_ARGS)
+	$(PY) -m taskneurons.report methods --scale $(SCALE) --command "$(ARTEFACT_CMD)" $(HYDRA_ARGS)
 
 report: install  ## every paper artefact at SCALE (runs what is missing) -> outputs/report/README.md + one W&B run (ARTEFACTS=a,b to restrict)
 	$(PY) -m taskneurons.report all --scale $(SCALE) --seeds $(SEEDS) $(if $(ARTEFACTS),--only $(ARTEFACTS))

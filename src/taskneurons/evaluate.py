@@ -39,7 +39,7 @@ def validate_intervention(cfg: DictConfig) -> list[str]:
         return [f"intervention={iv.name} does not apply to evaluate; use one of {', '.join(INTERVENTIONS)} (training: taskneurons.train)"]
     if iv.name == "none":
         return []
-    p = validate_neurons_config(cfg.neurons, cfg.model.name)
+    p = validate_neurons_config(cfg.neurons, cfg.model.name, list(cfg.get("tasks") or {}))
     tasks = list(cfg.get("tasks") or {})
     if iv.source not in ("same", "matrix", *tasks):
         p.append(f"intervention.source='{iv.source}' must be same, matrix or one of the selected tasks {tasks}")

@@ -35,7 +35,7 @@ from taskneurons.runtime.trainer import build_trainer
 
 
 def identify_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[str, Any]:
-    problems = validate_neurons_config(cfg.neurons, cfg.model.name)
+    problems = validate_neurons_config(cfg.neurons, cfg.model.name, list(cfg.get("tasks") or {}))
     if cfg.neurons.get("path"):
         problems.append("neurons.path is for using a saved set; identify computes sets (drop neurons.path)")
     problems += strategy_problems(cfg, "identify")

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from taskneurons.continual import features, lora
+from taskneurons.continual.migu import MIGUMasking, block_linears
 from taskneurons.continual.rows import (
     Rows,
     rows_written,
@@ -34,7 +35,7 @@ from taskneurons.neurons.pools import neuron_pools
 from taskneurons.neurons.sparse_finetune import NeuronFinetuning
 from taskneurons.runtime.distributed import gather_dict, shard
 
-METHODS = ("seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl")
+METHODS = ("seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl", "migu")
 
 
 @dataclass
@@ -110,6 +111,17 @@ class SeqFT(Method):
         own = dict(ctx.model.named_parameters())
         for n, v in payload["params"].items():
             own[n].copy_(v)
+
+
+class MIGU(SeqFT):
+    """Full fine-tuning whose every step moves only each block linear layer's high-magnitude output rows
+    (``continual.method.quantile``; continual/migu.py)."""
+
+    name = "migu"
+
+    def callbacks(self, ctx, stage):
+        self.masking = MIGUMasking(block_linears(ctx.model), float(self.mcfg.quantile))
+        return [self.masking]
 
 
 class MTL(SeqFT):
@@ -248,7 +260,8 @@ class NCFT(Method):
         ncfg = OmegaConf.merge(self.cfg.neurons, {"store_dir": str(store_dir)})
         # under trainer=ddp the attribution batches are split over the ranks and the scores summed
         ref, info = identify_task(ctx.model, ctx.tok, ctx.model_name, ctx.session.data[task], ncfg, self.cfg.data,
-                                  self.pools, attribute_fn=attribute_on_ranks)
+                                  self.pools, attribute_fn=attribute_on_ranks,
+                                  peers={t: ctx.session.data[t] for t in ctx.order})
         nset = control_set(ncfg.set, ref, self.pools, ctx.model_name, ncfg)
         self.set_info[task] = {**info, **set_summary(nset)}
         return nset
@@ -384,7 +397,7 @@ def combine_results(parts: list[dict]) -> dict:
     return out
 
 
-REGISTRY: dict[str, type[Method]] = {m.name: m for m in (SeqFT, SeqLoRA, OLoRA, NCFT, WNCFT, PerTask, MTL)}
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (SeqFT, SeqLoRA, OLoRA, NCFT, WNCFT, PerTask, MTL, MIGU)}
 
 
 def build_method(cfg: Any) -> Method:

@@ -48,9 +48,18 @@ def validate_continual(cfg: Any) -> list[str]:
     if method in ("ncft", "wncft"):
         from taskneurons.neurons.identify import validate_neurons_config
 
-        p += validate_neurons_config(cfg.neurons, cfg.model.name)
+        p += validate_neurons_config(cfg.neurons, cfg.model.name, list(order))
         if c.method.get("neurons_from") not in NEURONS_FROM:
             p.append(f"continual.method.neurons_from='{c.method.get('neurons_from')}' must be one of {', '.join(NEURONS_FROM)}")
+    if method == "migu":
+        q = c.method.get("quantile")
+        try:
+            ok = 0 <= float(q) < 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            p.append(f"continual.method.quantile={q} must be in [0, 1) (MIGU: rows above this quantile of a layer's "
+                     "output magnitudes update)")
     if method in ("seqlora", "olora"):
         lc = c.lora
         if int(lc.r) < 1:

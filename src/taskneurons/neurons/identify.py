@@ -1,9 +1,10 @@
 """Identify a task's neurons: attribution on its training data -> NeuronSet, cached in a store.
 
-Store layout: ``<store_dir>/<model>/<task>/<definition>-<reduction>-<token_scope>-<data hash>/<scope>-p<proportion>``
-(``.safetensors`` + ``.json``). Scores do not depend on the proportion, so a set at another proportion
-is re-selected from any stored set's scores instead of re-running attribution. A set records the hash of
-the code that identified it (``runtime/code_hash.py``): one stored by other code is identified again.
+Store layout: ``<store_dir>/<model>/<task>/<definition>-<reduction>-<token_scope>-<data hash>[-<dtype>][<method tag>]/
+<scope>-p<proportion>`` (``.safetensors`` + ``.json``); the method tag names a scorer other than grad_x_act and the
+options its scores depend on (``scorers.method_tag``). Scores do not depend on the proportion, so a set at
+another proportion is re-selected from any stored set's scores instead of re-running attribution. A set records
+the hash of the code that identified it (``runtime/code_hash.py``): one stored by other code is identified again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from taskneurons.neurons.neuronset import (
     select_top,
 )
 from taskneurons.neurons.pools import DEFINITIONS, Pool, key_str, pool_sizes
+from taskneurons.neurons.scorers import NEEDS_PEERS, SCORERS, ScoringInput, method_tag, score
 from taskneurons.runtime.atomic import cleanup_temp_files
 from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.distributed import is_global_zero
@@ -42,8 +44,40 @@ SET_KINDS = ("task", "random", "all_ffn")
 MATRIX_FILTERS = {"all": ("in", "out"), "W1": ("in",), "W2": ("out",)}
 
 
-def validate_neurons_config(n: Any, model_name: str | None = None) -> list[str]:
-    p = check_proportion(n.proportion)
+def validate_method_config(n: Any, tasks: list[str] | None = None) -> list[str]:
+    """``neurons.method`` and its options (``tasks``: the run's tasks, when the caller knows them)."""
+    method = n.get("method", "grad_x_act")
+    if method not in SCORERS:
+        return [f"neurons.method='{method}' must be one of {', '.join(SCORERS)}"]
+    p = []
+    try:
+        if int(n.get("ig_steps", 8)) < 1:
+            p.append(f"neurons.ig_steps={n.get('ig_steps')} must be >= 1 (Riemann steps of integrated gradients)")
+    except (TypeError, ValueError):
+        p.append(f"neurons.ig_steps={n.get('ig_steps')!r} must be an integer >= 1")
+    sample = n.get("ablation_sample")
+    if sample is not None and (not isinstance(sample, int) or sample < 1):
+        p.append(f"neurons.ablation_sample={sample!r} must be null (every unit) or an integer >= 1")
+    if method in NEEDS_PEERS and tasks is not None and len(tasks) < 2:
+        p.append(f"neurons.method={method} compares tasks and needs >= 2 selected tasks, got {list(tasks)} "
+                 "(select more with task=[a,b] or a benchmark)")
+    for key in ("filter_rate", "activation_bar_ratio"):
+        v = (n.get("lape") or {}).get(key, 0.95)
+        if not 0 < float(v) < 1:
+            p.append(f"neurons.lape.{key}={v} must be in (0, 1)")
+    return p
+
+
+def check_ablation_sample(n: Any, pools: list[Pool]) -> None:
+    """After the model has loaded (its unit count), before any scoring: the sample must fit the model."""
+    sample, total = n.get("ablation_sample"), sum(p.size for p in pools)
+    if n.get("method") == "exact_ablation" and sample is not None and int(sample) > total:
+        raise ConfigError(f"neurons.ablation_sample={sample} exceeds this model's {total} units "
+                          f"(checked after loading the model, before any scoring): use <= {total} or null for all")
+
+
+def validate_neurons_config(n: Any, model_name: str | None = None, tasks: list[str] | None = None) -> list[str]:
+    p = check_proportion(n.proportion) + validate_method_config(n, tasks)
     for key, allowed in (("set", (*SET_KINDS, "controlled")), ("definition", DEFINITIONS), ("scope", SCOPES),
                          ("reduction", REDUCTIONS), ("token_scope", TOKEN_SCOPES), ("split", ("train", "test"))):
         if n.get(key) not in allowed:
@@ -90,11 +124,13 @@ def attribution_batches(tok, td: TaskData, ncfg: Any, data_cfg: Any) -> tuple[li
     return list(loader), f"{split}-{sub.fingerprint(split)}"
 
 
-def _attr_dir(ncfg: Any, model_name: str, task: str, data_hash: str, dtype: torch.dtype = torch.float32) -> Path:
+def _attr_dir(ncfg: Any, model_name: str, task: str, data_hash: str, dtype: torch.dtype = torch.float32,
+              peers: list[str] | None = None) -> Path:
     # scores computed in another dtype are another result: bf16 sets are never reused for an fp32 request
     compute = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+    # another scorer's sets are another result too (grad_x_act's folder keeps its name from before the methods)
     return (Path(ncfg.store_dir) / model_name / task
-            / f"{ncfg.definition}-{ncfg.reduction}-{ncfg.token_scope}-{data_hash}{compute}")
+            / f"{ncfg.definition}-{ncfg.reduction}-{ncfg.token_scope}-{data_hash}{compute}{method_tag(ncfg, peers)}")
 
 
 def _stem(ncfg: Any) -> str:
@@ -121,10 +157,24 @@ def check_compatible(nset: NeuronSet, pools: list[Pool], model_name: str, defini
 
 
 def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg: Any, pools: list[Pool],
-                  log_artifact=None, attribute_fn=attribute) -> tuple[NeuronSet, dict[str, Any]]:
-    """The task's NeuronSet at ``ncfg.proportion``: from the store when present, else attribution."""
+                  log_artifact=None, attribute_fn=attribute,
+                  peers: dict[str, TaskData] | None = None) -> tuple[NeuronSet, dict[str, Any]]:
+    """The task's NeuronSet at ``ncfg.proportion``: from the store when present, else the scorer
+    ``neurons.method`` (``peers``: every task of the run, for the scorers that compare tasks)."""
+    method = str(ncfg.get("method", "grad_x_act"))
     batches, data_hash = attribution_batches(tok, td, ncfg, data_cfg)
-    folder = _attr_dir(ncfg, model_name, td.spec.name, data_hash, next(model.parameters()).dtype)
+    peer_batches: dict[str, list[dict]] = {}
+    peer_ids: list[str] = []
+    if method in NEEDS_PEERS:
+        encoded = {td.spec.name: (batches, data_hash)}
+        for name, other in (peers or {}).items():
+            if name not in encoded:
+                encoded[name] = attribution_batches(tok, other, ncfg, data_cfg)
+        if len(encoded) < 2:
+            raise ConfigError(f"neurons.method={method} compares tasks: select >= 2 tasks (got {sorted(encoded)})")
+        peer_batches = {n: e[0] for n, e in encoded.items()}
+        peer_ids = sorted(f"{n}:{e[1]}" for n, e in encoded.items())  # the peers' data is part of the result
+    folder = _attr_dir(ncfg, model_name, td.spec.name, data_hash, next(model.parameters()).dtype, peer_ids)
     stem = folder / _stem(ncfg)
     sizes = {p.key: p.size for p in pools}
     info: dict[str, Any] = {"path": f"{stem}.json", "source": "store"}
@@ -145,10 +195,15 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         scores, means = donor.scores, donor.means
         info["source"] = f"re-selected from {path.name}"
     else:
+        check_ablation_sample(ncfg, pools)
+        lcfg = ncfg.get("lape") or {}
+        inp = ScoringInput(model, batches, pools, ncfg.reduction, ncfg.token_scope, ncfg.get("micro_batch_size"),
+                           int(ncfg.get("ig_steps", 8)), ncfg.get("ablation_sample"), int(ncfg.seed), td.spec.name,
+                           peer_batches, float(lcfg.get("filter_rate", 0.95)),
+                           float(lcfg.get("activation_bar_ratio", 0.95)), attribute_fn)
         try:
-            scores, means = attribute_fn(model, batches, pools, ncfg.reduction, ncfg.token_scope,
-                                         micro_batch_size=ncfg.get("micro_batch_size"))
-        except NumericalError as e:  # named here: attribution does not know the task
+            scores, means = score(method, inp)
+        except NumericalError as e:  # named here: the scorers do not know the task
             raise NumericalError(
                 f"identifying task '{td.spec.name}'s neurons: {e}; usually the model's weights hold nan/inf (a "
                 "diverged training run, a damaged model file) or float16 overflow; fix: model.dtype=bfloat16 or "
@@ -162,6 +217,10 @@ def identify_task(model, tok, model_name: str, td: TaskData, ncfg: Any, data_cfg
         "max_examples": ncfg.max_examples, "seed": int(ncfg.seed), "data_fingerprint": data_hash, "kind": "task",
         "code_hash": code,  # a set stored by other code is identified again, never reused
     }
+    if method != "grad_x_act":  # absent: grad_x_act (sets saved before the methods read the same)
+        meta["method"] = method
+        if method in NEEDS_PEERS:
+            meta["peers"] = peer_ids
     nset = NeuronSet(select_top(scores, sizes, float(ncfg.proportion), ncfg.scope), sizes, meta, scores, means)
     if is_global_zero():  # under trainer=ddp every rank holds the same summed scores; rank 0 saves
         nset.save(stem)
@@ -255,7 +314,8 @@ def sets_for_tasks(session: Any, names: list[str], pools: list[Pool],
     log_set = wandb_artifact_logger(session.logger)
     for name in names:
         nset, info = identify_task(session.model, session.tok, session.model_name, session.data[name], ncfg,
-                                   session.cfg.data, pools, log_set, attribute_fn)
+                                   session.cfg.data, pools, log_set, attribute_fn,
+                                   peers={n: session.data[n] for n in names})
         nset = restrict_matrices(nset, pools, ncfg.get("matrices", "all"))
         sets[name], infos[name] = nset, {**info, **set_summary(nset)}
     return sets, infos

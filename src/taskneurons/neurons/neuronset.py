@@ -173,21 +173,33 @@ def check_proportion(proportion: Any, key: str = "neurons.proportion") -> list[s
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     # stable descending sort: ties go to the lower unit id, so selection never depends on kernel order
+    if scores.isnan().any():  # unscored units (a sampled exact ablation, LAPE's units of other tasks)
+        scores = torch.where(scores.isnan(), torch.full_like(scores, -torch.inf), scores)
     order = torch.sort(scores, descending=True, stable=True).indices[:k]
     return torch.sort(order).values
+
+
+def _n_scored(scores: torch.Tensor, proportion: float) -> int:
+    """How many units a pool gives: ``proportion`` of its scored (non-NaN) units; 0 when none is scored."""
+    n = int((~scores.isnan()).sum())
+    return _n_select(proportion, n) if n else 0
 
 
 def select_top(
     scores: dict[Key, torch.Tensor], pool_sizes: dict[Key, int], proportion: float, scope: str = "per_module"
 ) -> dict[Key, torch.Tensor]:
-    """Top ``proportion`` of units by score: per (layer, matrix) pool, or over all pools at once."""
+    """Top ``proportion`` of units by score: per (layer, matrix) pool, or over all pools at once.
+
+    NaN marks a unit the scorer did not score: it is never selected, and the proportion is of the scored
+    units (a pool with no scored unit gives none). Without NaN this is the top ``proportion`` of the pool.
+    """
     if scope not in SCOPES:
         raise ValueError(f"neurons.scope='{scope}' must be one of {', '.join(SCOPES)}")
     if scope == "per_module":
-        return {k: _top(scores[k], _n_select(proportion, pool_sizes[k])) for k in pool_sizes}
+        return {k: _top(scores[k], _n_scored(scores[k], proportion)) for k in pool_sizes}
     keys = list(pool_sizes)
     flat = torch.cat([scores[k] for k in keys])
-    chosen = _top(flat, _n_select(proportion, flat.numel()))
+    chosen = _top(flat, _n_scored(flat, proportion))
     out, start = {}, 0
     for k in keys:
         end = start + pool_sizes[k]

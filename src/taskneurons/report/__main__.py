@@ -5,6 +5,8 @@
   ``table2 SWEEP`` without ``--scale`` prints the plain table and writes ``SWEEP/table2.json`` (as before).
 - ``compare RUN_A RUN_B``: two runs or sweeps side by side, B - A with its interval (and p when paired).
 - ``all --scale S [--seeds N] [--only a,b]``: ``make report``: every artefact, run where missing, one README.
+- ``methods --scale tiny|small [key=value ...]``: ``make methods``: the neuron scorers against exact ablation
+  (report/methods.py), written to ``outputs/results/methods/<scale>/``.
 
 Bad input (unknown artefact, SEEDS=0, runs of different models or caps in one cell) is one ``error:`` line, exit 2.
 """
@@ -159,6 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
     p.add_argument("--json", type=Path, default=None, help="also write the comparison here")
+    p = sub.add_parser("methods", help="make methods: the neuron scorers against exact ablation")
+    p.add_argument("--scale", required=True, help="tiny | small")
+    p.add_argument("--command", action="append", help="the command line that made it (recorded)")
+    p.add_argument("--eval-examples", type=int, default=None, help="test examples per task (default: the scale's)")
+    p.add_argument("--draws", type=int, default=None, help="random sets per point (default 3; at least 3)")
+    p.add_argument("overrides", nargs="*", help="identify-config overrides, e.g. neurons.max_examples=32")
     p = sub.add_parser("all", help="make report: every artefact at one scale")
     p.add_argument("--scale", required=True)
     p.add_argument("--seeds", default="1")
@@ -178,6 +186,17 @@ def main(argv: list[str] | None = None) -> None:
             if not str(args.seeds).isdigit():
                 raise ConfigError(f"SEEDS={args.seeds} must be a whole number >= 1")
             report_all(args)
+        elif args.kind == "methods":
+            from taskneurons.report.methods import write_methods
+
+            if args.draws is not None and args.draws < 3:
+                raise ConfigError(f"--draws={args.draws} must be >= 3 (the random sets' interval is over draws)")
+            if args.eval_examples is not None and args.eval_examples < 1:
+                raise ConfigError(f"--eval-examples={args.eval_examples} must be >= 1")
+            path = write_methods(args.scale, list(args.overrides), args.command,
+                                 eval_examples=args.eval_examples, draws=args.draws)
+            print(path.with_name("table.md").read_text())
+            print(f"result: {path}")
         elif args.kind == "table2" and args.scale is None:
             table2(args.sweep_dir, args.paper)
         else:

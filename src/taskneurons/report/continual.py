@@ -24,9 +24,9 @@ from taskneurons.report.artefacts import results_dir  # noqa: E402
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text, read_json_with_checksum  # noqa: E402
 from taskneurons.runtime.figures import save_figure  # noqa: E402
 
-METHOD_ORDER = ["seqft", "seqlora", "olora", "ncft", "wncft", "pertask", "mtl"]
+METHOD_ORDER = ["seqft", "seqlora", "olora", "migu", "ncft", "wncft", "pertask", "mtl"]
 LABEL = {"seqft": "SeqFT", "seqlora": "SeqLoRA", "olora": "O-LoRA", "ncft": "NCFT", "wncft": "W-NCFT",
-         "pertask": "Per-Task FT", "mtl": "MTL", "epi": "EPI"}
+         "pertask": "Per-Task FT", "mtl": "MTL", "epi": "EPI", "migu": "MIGU"}
 STD, LONG = ["order1", "order2", "order3"], ["order4", "order5", "order6"]
 
 
