@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from taskneurons.analyze.methods import spearman_ci
-from taskneurons.report.methods import write_methods
+from taskneurons.analyze.methods_report import write_methods
 
 
 def test_spearman_ci_known_answers():

@@ -65,7 +65,7 @@ def evaluate(model: torch.nn.Module, es: EvalSet, pad_id: int, batch_size: int =
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
     """(result, seconds, peak MB above the start): CUDA allocator peak on a GPU, VmHWM (RSS) on the CPU."""
-    from taskneurons.bench.fixtures import reset_peak_rss, status_mb
+    from taskneurons.runtime.rss import reset_peak_rss, status_mb
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -13,6 +13,7 @@ from taskneurons.data.encoding import collate_sft, encode_example
 from taskneurons.data.loading import load_tasks
 from taskneurons.data.tasks import task_spec_from_config
 from taskneurons.models.loading import load_model_and_tokenizer
+from taskneurons.runtime.rss import reset_peak_rss, status_mb  # noqa: F401  (the benchmarks import them from here)
 
 MID_LLAMA = dict(config=dict(model_type="llama", hidden_size=768, intermediate_size=3072, num_hidden_layers=6,
                              num_attention_heads=12, num_key_value_heads=4, tie_word_embeddings=False))
@@ -59,19 +60,6 @@ def train_batches(tok, n_batches: int = 3, batch_size: int = 8, max_tokens: int 
     data = load_tasks([spec], None, n_batches * batch_size, 1, 0)["rotten_tomatoes"]
     enc = [encode_example(tok, spec, ex, max_tokens - 4, 4) for ex in data.train]
     return [collate_sft(enc[i : i + batch_size], tok.pad_token_id, tok.eos_token_id) for i in range(0, len(enc), batch_size)]
-
-
-def status_mb(field: str) -> float:
-    """A /proc/self/status field (VmRSS, VmHWM) in MB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
-
-
-def reset_peak_rss() -> None:
-    # Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so a peak is the measured work's
-    # own, not the model loading's (which briefly holds two copies of the weights).
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def run_worker(*args: str) -> dict[str, Any]:

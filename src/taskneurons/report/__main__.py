@@ -6,7 +6,7 @@
 - ``compare RUN_A RUN_B``: two runs or sweeps side by side, B - A with its interval (and p when paired).
 - ``all --scale S [--seeds N] [--only a,b]``: ``make report``: every artefact, run where missing, one README.
 - ``methods --scale tiny|small [key=value ...]``: ``make methods``: the neuron scorers against exact ablation
-  (report/methods.py), written to ``outputs/results/methods/<scale>/``.
+  (analyze/methods_report.py), written to ``outputs/results/methods/<scale>/``.
 
 Bad input (unknown artefact, SEEDS=0, runs of different models or caps in one cell) is one ``error:`` line, exit 2.
 """
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise ConfigError(f"SEEDS={args.seeds} must be a whole number >= 1")
             report_all(args)
         elif args.kind == "methods":
-            from taskneurons.report.methods import write_methods
+            from taskneurons.analyze.methods_report import write_methods
 
             if args.draws is not None and args.draws < 3:
                 raise ConfigError(f"--draws={args.draws} must be >= 3 (the random sets' interval is over draws)")

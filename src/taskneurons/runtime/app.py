@@ -75,7 +75,7 @@ def run_entry(cfg: Any, job: Callable[[Any, Path, dict, JobState], dict],
     meta = run_metadata(int(cfg.seed), str(cfg.job))
     try:
         # model.dtype=auto -> the dtype this device computes fast: resolved first, so it is part of the key
-        plan = apply_precision(cfg)
+        plan = apply_precision(cfg, announce=False)  # announced by open_session, before the model loads
         if plan is not None:
             meta["precision"] = plan.as_dict()
         resolved = OmegaConf.to_yaml(cfg, resolve=True)

@@ -38,11 +38,20 @@ def apply_precision(cfg: Any, announce: bool = True) -> PrecisionPlan | None:
         cfg.model.dtype_requested = requested
         if plan.trainer_precision is not None and cfg.get("trainer") is not None:
             cfg.trainer.precision = plan.trainer_precision
-    if announce and (requested != plan.weights.dtype or plan.trainer_precision):
-        from taskneurons.runtime.distributed import is_global_zero
-
-        if is_global_zero():
-            extra = f", trainer.precision={plan.trainer_precision}" if plan.trainer_precision else ""
-            print(f"precision: model.dtype={requested} -> {plan.weights.dtype}{extra} ({plan.weights.why}); "
-                  f"{plan.recipe}; model.dtype=float32 forces fp32", file=sys.stderr, flush=True)
+    if announce:
+        announce_precision(plan.as_dict())
     return plan
+
+
+def announce_precision(info: dict | None) -> None:
+    """The one ``precision:`` line on stderr (rank 0), when ``auto`` or fp16 resolved to something else or the
+    recipe sets trainer.precision. Entry points call it just before the model loads, after every check, so that
+    a bad config still prints exactly one ``error:`` line."""
+    if not info or (info["requested"] == info["resolved"] and not info.get("trainer_precision")):
+        return
+    from taskneurons.runtime.distributed import is_global_zero
+
+    if is_global_zero():
+        extra = f", trainer.precision={info['trainer_precision']}" if info.get("trainer_precision") else ""
+        print(f"precision: model.dtype={info['requested']} -> {info['resolved']}{extra} ({info['why']}); "
+              f"{info['recipe']}; model.dtype=float32 forces fp32", file=sys.stderr, flush=True)

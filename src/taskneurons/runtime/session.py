@@ -16,6 +16,7 @@ from taskneurons.errors import ConfigError
 from taskneurons.models.loading import hub_model_problems, load_model_and_tokenizer
 from taskneurons.runtime.loggers import build_logger, to_container
 from taskneurons.runtime.memory_check import check_memory
+from taskneurons.runtime.precision import announce_precision
 from taskneurons.runtime.validation import checked_task_specs
 
 
@@ -66,6 +67,7 @@ def open_session(
     data = load_tasks(specs, cfg.paths.data_dir, max_train=max_train, max_test=cfg.data.max_test,
                       seed=int(cfg.data.sample_seed), splits=splits, need_train=need_train)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    announce_precision(meta.get("precision"))
     model, tok = load_model_and_tokenizer(cfg.model, cfg.paths.model_cache)
     logger = build_logger(cfg, out, {**to_container(cfg), "run_meta": meta})
     return Session(cfg, out, meta, specs, data, model, tok, logger)
