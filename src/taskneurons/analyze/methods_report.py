@@ -121,7 +121,7 @@ def tables(n: dict[str, Any]) -> dict[str, dict]:
 
 
 def plot_curves(n: dict[str, Any], path: Path) -> Path:
-    from taskneurons.report.figures import plt, save_figure
+    from taskneurons.runtime.figures import plt, save_figure
 
     tasks = [t for t, per in n["curves"].items() if per]  # generation tasks have no accuracy curve
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.5 * max(len(tasks), 1), 3.5), squeeze=False)
