@@ -145,11 +145,12 @@ GEN_ARGS = $(GEN) seed=$(GEN_SEED1) analyze.scale=$(SCALE) analyze.seeds=[$(SEED
 GEN_ANALYZE = TASKNEURONS_ARTEFACT_CMD="$(ARTEFACT_CMD)" $(PY) -m taskneurons.analyze
 GEN_COMMA := ,
 GEN_PROPS_tiny := 0.1,1.0
+GEN_PROPS_small := 0.1,0.3,0.5,0.7,1.0
+GEN_PROPS_paper := 0.1,0.3,0.5,0.7,1.0
+# (after GEN_PROPS_*: `:=` expands at once, so defined before them these were empty and table8 failed)
 T8_PROPS_tiny := 0.1,0.3,0.5,1.0
 T8_PROPS_small := $(GEN_PROPS_small)
 T8_PROPS_paper := $(GEN_PROPS_paper)
-GEN_PROPS_small := 0.1,0.3,0.5,0.7,1.0
-GEN_PROPS_paper := 0.1,0.3,0.5,0.7,1.0
 GEN_OOD := sst2,paws,gptnli,tweetqa,commongen,xsum
 GEN_ALL := [amazon,qqp,mnli,sciqa,e2e,cnn,$(GEN_OOD)]
 FIG6_TASKS_tiny := amazon,sciqa

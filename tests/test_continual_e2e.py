@@ -85,6 +85,9 @@ def test_every_method_runs_a_three_task_order(sweep):
         assert m["tasks_evaluated"] == ["cl_dbpedia", "cl_amazon", "cl_yahoo", "cl_agnews"]  # unseen task too
         assert len(m["matrix"]) == (1 if method == "mtl" else 3) and all(len(r) == 4 for r in m["matrix"])
         assert m["summary"]["cl"] is not None
+        # the base model's scores before stage 1, the same for every method (same seed, same test examples)
+        assert set(m["zero_shot"]) == set(m["tasks_evaluated"])
+        assert m["zero_shot"] == sweep["seqft"]["zero_shot"]
         assert (m["dir"] / "accuracy_matrix.png").stat().st_size > 1000
         assert (m["dir"] / "config.yaml").is_file()
         steps = [i["steps"] for i in m["stage_info"]]

@@ -39,6 +39,16 @@ def test_make_report_tiny_runs_table1_as_the_paper_did_then_reuses_it(tmp_path):
     readme = (out / "report" / "README.md").read_text()
     assert "Table 1" in readme and "Deactivate-Task" in readme and "| `table1` | Table 1 | ran |" in readme
     assert list((out / "report" / "wandb").glob("offline-run-*")), "one offline W&B report run"
+    # the report opens with the claims' verdicts: Table 1's from its cells, its premise from the fine-tuning
+    # runs' zero-shot scores; the artefacts not built here are "no data"
+    assert readme.index("## Verdicts") < readme.index("| artefact | paper | status |")
+    verdicts = {v["claim"]: v for v in json.loads((out / "report" / "verdicts.json").read_text())["verdicts"]}
+    t1 = verdicts["E1.deactivate.task_below_random"]
+    assert t1["effect"] == res["cells"]["table1/task_vs_random/all"]["mean"] and t1["mde"] > 0
+    learnt = next(p for p in t1["premises"] if p["id"] == "table1_original_learnt")
+    assert learnt["ok"] is False and "smallest gain" in learnt["detail"]  # 6 steps of a random-init model learn little
+    assert t1["verdict"] == "inconclusive" and "table1_original_learnt failed" in t1["reason"]
+    assert verdicts["E4.table5.wncft_above_ncft"]["reason"].startswith("no data: no result for `table5`")
     r = make(["report", "SCALE=tiny", "ARTEFACTS=table1"], out)
     assert r.returncode == 0 and "table1     reused" in r.stdout, r.stdout[-2000:]
 

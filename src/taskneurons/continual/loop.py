@@ -243,11 +243,14 @@ class ContinualRun:
         self.stages = method.stages(ctx.order)
         self.rows: list[dict[str, dict]] = []
         self.infos: list[dict] = []
+        self.zero_shot: dict[str, float] | None = None
 
     def run(self) -> dict[str, Any]:
         ctx, method = self.ctx, self.method
         device = compute_device(ctx.cfg.trainer.get("accelerator", "auto"))
         ctx.model.to(device)  # task vectors and attribution run outside Lightning, where the model is
+        if ctx.cfg.continual.get("zero_shot", False):
+            self.zero_shot = self.score_zero_shot()
         method.setup(ctx)
         progress = JobProgress(len(self.stages), stream=None if is_global_zero() else io.StringIO())
         for stage in self.stages:
@@ -289,6 +292,17 @@ class ContinualRun:
         progress.finish()
         return self.metrics(complete=True)
 
+    def score_zero_shot(self) -> dict[str, float]:
+        """Every evaluated task scored by the base model, once per run (kept in the state, so a resumed run
+        does not score it again): the row a premise compares Per-Task FT with (report/measures.py)."""
+        kept = self.ctx.state.get("zero_shot")
+        if kept is not None:
+            return kept
+        results, _ = self.ctx.test(list(self.ctx.eval_tasks), log_prefix="zero_shot")
+        scores = {t: float(r["score"]) for t, r in results.items()}
+        self.ctx.state.put("zero_shot", scores)
+        return scores
+
     def matrix(self) -> list[list[float]]:
         return [[float(r[t]["score"]) for t in self.ctx.eval_tasks] for r in self.rows]
 
@@ -313,6 +327,7 @@ class ContinualRun:
                                 "identity_accuracy": [i["compare"][key].get("identity_accuracy") for i in self.infos]}
         return {
             **self.header, **({"compare": compare} if compare else {}),
+            **({"zero_shot": self.zero_shot} if self.zero_shot is not None else {}),
             "stages": [s.name for s in self.stages][: len(mat)], "stage_names": [s.name for s in self.stages],
             "tasks_evaluated": tasks, "matrix": mat,
             "results": [{t: {k: v for k, v in r[t].items() if k != "per_example"} for t in tasks} for r in self.rows],

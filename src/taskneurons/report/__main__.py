@@ -5,6 +5,8 @@
   ``table2 SWEEP`` without ``--scale`` prints the plain table and writes ``SWEEP/table2.json`` (as before).
 - ``compare RUN_A RUN_B``: two runs or sweeps side by side, B - A with its interval (and p when paired).
 - ``all --scale S [--seeds N] [--only a,b]``: ``make report``: every artefact, run where missing, one README.
+- ``verdicts --scale S``: the claim registry's verdicts from the artefacts that exist (no run), printed and
+  written to ``outputs/report/verdicts.json`` (``all`` puts the same table at the top of the report).
 - ``methods --scale tiny|small [key=value ...]``: ``make methods``: the neuron scorers against exact ablation
   (analyze/methods_report.py), written to ``outputs/results/methods/<scale>/``.
 
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-examples", type=int, default=None, help="test examples per task (default: the scale's)")
     p.add_argument("--draws", type=int, default=None, help="random sets per point (default 3; at least 3)")
     p.add_argument("overrides", nargs="*", help="identify-config overrides, e.g. neurons.max_examples=32")
+    p = sub.add_parser("verdicts", help="the claims' verdicts from the artefacts at one scale (runs nothing)")
+    p.add_argument("--scale", required=True)
     p = sub.add_parser("all", help="make report: every artefact at one scale")
     p.add_argument("--scale", required=True)
     p.add_argument("--seeds", default="1")
@@ -186,6 +190,15 @@ def main(argv: list[str] | None = None) -> None:
             if not str(args.seeds).isdigit():
                 raise ConfigError(f"SEEDS={args.seeds} must be a whole number >= 1")
             report_all(args)
+        elif args.kind == "verdicts":
+            from taskneurons.report.artefacts import SCALES, output_root
+            from taskneurons.report.collect import load_artefacts, verdict_section
+
+            if args.scale not in SCALES:
+                raise ConfigError(f"--scale={args.scale} must be one of {', '.join(SCALES)}")
+            lines, _ = verdict_section(args.scale, load_artefacts(), output_root() / "report")
+            print("\n".join(lines))
+            print(f"verdicts: {output_root() / 'report' / 'verdicts.json'}")
         elif args.kind == "methods":
             from taskneurons.analyze.methods_report import write_methods
 

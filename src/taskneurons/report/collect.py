@@ -21,7 +21,7 @@ import yaml
 from taskneurons import EXPERIMENTS_DIR, PROJECT_ROOT
 from taskneurons.errors import ConfigError
 from taskneurons.report.artefacts import SCALES, md_table, ordered_tables, output_root, results_dir
-from taskneurons.runtime.atomic import atomic_write_text
+from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text
 from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.metadata import git_state
 
@@ -116,6 +116,25 @@ def _section(name: str, st: dict, readme_dir: Path) -> list[str]:
     return out
 
 
+def verdict_section(scale: str, entries: list[dict], readme_dir: Path) -> tuple[list[str], list]:
+    """The verdict table (report/verdicts.py) that opens the report, and verdicts.json beside the README."""
+    from taskneurons.report.claims import load_registry
+    from taskneurons.report.measures import MEASURES, PREMISES, Sources
+    from taskneurons.report.verdicts import evaluate, load_results, reasons_md, summary_line, verdict_table
+
+    registry = load_registry(artefacts=[e["name"] for e in entries], measures=set(MEASURES), checks=set(PREMISES))
+    names = sorted({c.artefact for c in registry.claims})
+    verdicts = evaluate(registry, load_results(names, scale, output_root()), Sources(output_root(), scale),
+                        MEASURES, PREMISES)
+    atomic_write_json(readme_dir / "verdicts.json", {"scale": scale, "verdicts": [v.as_dict() for v in verdicts]})
+    lines = ["## Verdicts: the paper's claims at this scale", "", summary_line(verdicts),
+             "Verdict rules, power and the registry: [docs/evidence.md](../../docs/evidence.md) and "
+             "`experiments/claims.yaml`. Effects are ours minus the contrast's second side, in the claim's units; "
+             "MDE = the smallest effect the test detects with 80 % power at α = 0.05.", "",
+             md_table(verdict_table(verdicts)), "", *reasons_md(verdicts), ""]
+    return lines, verdicts
+
+
 def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Path:
     readme_dir = output_root() / "report"
     git = git_state()
@@ -132,6 +151,8 @@ def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Pa
     lines += ["", "W&B: the report run (group `report_" + scale + "`) holds every cell as a summary metric "
               "`<artefact>/<row>/<task>` (mean, lo, hi, p); open its Tables and Media panels. Upload with "
               f"`wandb sync {readme_dir}/wandb/offline-run-*`.", ""]
+    verdict_lines, _ = verdict_section(scale, entries, readme_dir)
+    lines[5:5] = verdict_lines  # the verdicts open the report, before the artefact list
     for n, st in status.items():
         lines += _section(n, st, readme_dir)
     atomic_write_text(readme_dir / "README.md", "\n".join(lines) + "\n")
@@ -177,6 +198,14 @@ def log_report_run(status: dict[str, dict], scale: str, readme: Path) -> str | N
                                                     data=[[None if v is None else str(v) for v in row] for row in table["rows"]])})
         for fig in r.get("figures", []):
             run.log({f"{name}/{Path(fig).stem}": wandb.Image(str(st["result"].parent / fig))})
+    verdicts = readme.parent / "verdicts.json"
+    if verdicts.is_file():  # the verdict table as a W&B table, and each verdict as a summary string
+        from taskneurons.report.verdicts import Verdict, verdict_table
+
+        vs = [Verdict(**v) for v in json.loads(verdicts.read_text())["verdicts"]]
+        table = verdict_table(vs)
+        run.log({"verdicts": wandb.Table(columns=table["columns"], data=[[str(x) for x in row] for row in table["rows"]])})
+        summary.update({f"verdict/{v.claim}": v.verdict for v in vs})
     run.summary.update(summary)
     path = run.dir
     run.finish()
