@@ -44,7 +44,9 @@ def test_make_report_tiny_runs_table1_as_the_paper_did_then_reuses_it(tmp_path):
     assert readme.index("## Verdicts") < readme.index("| artefact | paper | status |")
     verdicts = {v["claim"]: v for v in json.loads((out / "report" / "verdicts.json").read_text())["verdicts"]}
     t1 = verdicts["E1.deactivate.task_below_random"]
-    assert t1["effect"] == res["cells"]["table1/task_vs_random/all"]["mean"] and t1["mde"] > 0
+    cell = res["cells"]["table1/task_vs_random/all"]
+    assert t1["effect"] == cell["mean"] and t1["p"] == cell["p"]
+    assert (t1["mde"] is None) == (cell["hi"] <= cell["lo"])  # no MDE from a zero-width interval
     learnt = next(p for p in t1["premises"] if p["id"] == "table1_original_learnt")
     assert learnt["ok"] is False and "smallest gain" in learnt["detail"]  # 6 steps of a random-init model learn little
     assert t1["verdict"] == "inconclusive" and "table1_original_learnt failed" in t1["reason"]

@@ -48,6 +48,9 @@ def test_rules_on_hand_set_measurements():
     unchecked = judge(c, Measured(-8, -12, -4, 0.001, n=100), [PremiseResult("learnt", None, "no runs")])
     assert unchecked.verdict == INCONCLUSIVE and "not checked" in unchecked.reason
     assert judge(c, None, [], "no result").verdict == INCONCLUSIVE
+    # no pair differed: a zero-width interval is no equivalence and gives no MDE
+    flat = judge(c, Measured(0.0, 0.0, 0.0, 1.0, n=16), [])
+    assert flat.verdict == INCONCLUSIVE and flat.mde is None and "no pair differed in 16" in flat.reason
 
 
 def test_deterministic_measures_and_p_from_the_interval():

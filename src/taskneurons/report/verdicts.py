@@ -102,8 +102,8 @@ def mde_of(m: Measured) -> float | None:
         return 0.0
     if m.kind == "correlation":
         return power.mde_correlation(m.n) if m.n else None
-    if m.lo is None or m.hi is None:
-        return None
+    if m.lo is None or m.hi is None or m.hi <= m.lo:
+        return None  # a zero-width interval (no pair differed) says nothing about the power
     se = power.se_from_interval(m.lo, m.hi, m.df)
     if m.df is not None:  # t over units (seeds, tasks): the exact paired-t power with the units' sd
         return power.mde_paired(se * math.sqrt(m.df + 1), m.df + 1)
@@ -116,7 +116,7 @@ def n_for_target(m: Measured, mde: float | None, units: str) -> int | None:
         return None
     if m.kind == "correlation":
         return power.n_correlation(target)
-    if not math.isfinite(mde) or m.lo is None or m.hi is None:
+    if not math.isfinite(mde) or m.lo is None or m.hi is None or m.hi <= m.lo:
         return None
     if m.df is not None:  # units of a t interval: the paired-t size for the target with the units' sd
         return max(m.n, power.n_paired(target, power.se_from_interval(m.lo, m.hi, m.df) * math.sqrt(m.df + 1)))
@@ -145,6 +145,8 @@ def judge(claim: Claim, m: Measured | None, premises: list[PremiseResult], why_n
             verdict, reason = HOLDS, f"p = {p:.3g} in the paper's direction"
         elif p is not None and p < ALPHA and oriented < 0:
             verdict, reason = CONTRADICTED, f"p = {p:.3g} in the opposite direction"
+        elif m.lo is not None and m.hi is not None and m.hi <= m.lo:
+            verdict, reason = INCONCLUSIVE, f"no pair differed in {m.n} (a zero-width interval decides nothing)"
         elif m.lo is not None and m.hi is not None and max(claim.direction * m.lo, claim.direction * m.hi) < claim.sesoi:
             verdict = CONTRADICTED
             reason = f"equivalence: the 95 % interval excludes the smallest effect of interest ({claim.sesoi:g})"
