@@ -156,7 +156,7 @@ def test_continual_claims_read_complete_runs_and_their_premises(tmp_path):
             complete=True, zero_shot=zero, matrix=[[70, 10], [30, 60]], summary={"cl": seqft, "bwt": -40.0})
         run(sweep / f"pertask_{seed}", job="continual", method="pertask", order_name="order1", order=order, seed=seed,
             complete=True, zero_shot=zero, matrix=[[70, 10], [70, 60]],
-            summary={"cl": 65, "bwt": 0.0, "per_task_scores": {"t1": 70.0, "t2": 60.0}})
+            summary={"cl": 65, "bwt": 0.0, "per_task_scores": [70.0, 60.0]})
     reg = load_registry(measures=set(MEASURES), checks=set(PREMISES))
     sub = tuple(c for c in reg.claims if c.id in ("E4.table5.ncft_cl_above_seqft", "E4.table5.wncft_above_ncft"))
     vs = {v.claim: v for v in evaluate(type(reg)(sub, reg.premises), {"table5": {"tables": {}}},

@@ -395,8 +395,12 @@ def p_cl_pertask_over_zeroshot(args: dict, claim: Claim, result: dict | None, sr
     zero = [r for r in runs.values() if r.get("zero_shot")]
     if not per or not zero:
         raise NoData("needs a complete Per-Task FT run and the zero-shot row of the order (continual zero_shot)")
-    z = zero[0]["zero_shot"]
-    gaps = [(r["summary"]["per_task_scores"][t] - z[t], t) for r in per for t in r["summary"]["per_task_scores"] if t in z]
+    gaps = []
+    for r in per:  # per_task_scores[i]: task order[i] on its own model; zero_shot: the same run's base model
+        z = r.get("zero_shot") or zero[0]["zero_shot"]
+        gaps += [(score - z[t], t) for t, score in zip(r["order"], r["summary"]["per_task_scores"], strict=False) if t in z]
+    if not gaps:
+        raise NoData("the Per-Task FT runs and the zero-shot row share no task")
     worst = min(gaps)
     return worst[0] >= args["margin"], f"smallest gain over zero-shot {worst[0]:+.1f} ({worst[1]})"
 
