@@ -423,6 +423,8 @@ def p_proportions_at_least(args: dict, claim: Claim, result: dict | None, src: S
         props = {p for _, p in _ours_columns(_table(result or {}, "table8"))}
     else:
         props = {k[1] for k in _proportion_runs(src, claim.artefact, claim.artefact == "fig6")}
+    if not props:
+        raise NoData(f"no runs of {claim.artefact} (make {claim.artefact})")
     return len(props) >= args["n"], f"{len(props)} proportions ({', '.join(f'{p:g}' for p in sorted(props))})"
 
 
