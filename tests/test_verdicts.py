@@ -186,3 +186,18 @@ def test_verdicts_come_from_written_results(tmp_path):
     assert t2.verdict == INCONCLUSIVE and t2.reason.startswith("no data: no result for `table2`")
     table = verdict_table(vs)
     assert table["columns"][-1] == "verdict" and len(table["rows"]) == len(vs)
+
+
+def test_report_verdicts_command_runs_nothing_and_refuses_a_bad_scale(tmp_path, monkeypatch, capsys):
+    from taskneurons.report.__main__ import main
+
+    monkeypatch.setenv("TASKNEURONS_OUTPUT", str(tmp_path))
+    main(["verdicts", "--scale", "small"])
+    out = capsys.readouterr().out
+    assert "18 claims: 0 hold, 0 contradicted, 18 inconclusive." in out
+    written = json.loads((tmp_path / "report" / "verdicts.json").read_text())
+    assert written["scale"] == "small" and all(v["reason"].startswith("no data") for v in written["verdicts"])
+    assert not (tmp_path / "multiruns").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["verdicts", "--scale", "huge"])
+    assert e.value.code == 2 and "--scale=huge must be one of tiny, small, paper" in capsys.readouterr().err

@@ -192,11 +192,11 @@ def main(argv: list[str] | None = None) -> None:
             report_all(args)
         elif args.kind == "verdicts":
             from taskneurons.report.artefacts import SCALES, output_root
-            from taskneurons.report.collect import load_artefacts, verdict_section
+            from taskneurons.report.collect import verdict_section
 
             if args.scale not in SCALES:
                 raise ConfigError(f"--scale={args.scale} must be one of {', '.join(SCALES)}")
-            lines, _ = verdict_section(args.scale, load_artefacts(), output_root() / "report")
+            lines, _ = verdict_section(args.scale, output_root() / "report")
             print("\n".join(lines))
             print(f"verdicts: {output_root() / 'report' / 'verdicts.json'}")
         elif args.kind == "methods":

@@ -116,13 +116,16 @@ def _section(name: str, st: dict, readme_dir: Path) -> list[str]:
     return out
 
 
-def verdict_section(scale: str, entries: list[dict], readme_dir: Path) -> tuple[list[str], list]:
-    """The verdict table (report/verdicts.py) that opens the report, and verdicts.json beside the README."""
+def verdict_section(scale: str, readme_dir: Path) -> tuple[list[str], list]:
+    """The verdict table (report/verdicts.py) that opens the report, and verdicts.json beside the README.
+    The registry is checked against every artefact of experiments/artefacts.yaml (a report of a few of them,
+    ``--only``, still lists every claim: those of the others say "no data")."""
     from taskneurons.report.claims import load_registry
     from taskneurons.report.measures import MEASURES, PREMISES, Sources
     from taskneurons.report.verdicts import evaluate, load_results, reasons_md, summary_line, verdict_table
 
-    registry = load_registry(artefacts=[e["name"] for e in entries], measures=set(MEASURES), checks=set(PREMISES))
+    registry = load_registry(artefacts=[e["name"] for e in load_artefacts()], measures=set(MEASURES),
+                             checks=set(PREMISES))
     names = sorted({c.artefact for c in registry.claims})
     verdicts = evaluate(registry, load_results(names, scale, output_root()), Sources(output_root(), scale),
                         MEASURES, PREMISES)
@@ -151,7 +154,7 @@ def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Pa
     lines += ["", "W&B: the report run (group `report_" + scale + "`) holds every cell as a summary metric "
               "`<artefact>/<row>/<task>` (mean, lo, hi, p); open its Tables and Media panels. Upload with "
               f"`wandb sync {readme_dir}/wandb/offline-run-*`.", ""]
-    verdict_lines, _ = verdict_section(scale, entries, readme_dir)
+    verdict_lines, _ = verdict_section(scale, readme_dir)
     lines[5:5] = verdict_lines  # the verdicts open the report, before the artefact list
     for n, st in status.items():
         lines += _section(n, st, readme_dir)
