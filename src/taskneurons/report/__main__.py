@@ -196,8 +196,7 @@ def main(argv: list[str] | None = None) -> None:
 
             if args.scale not in SCALES:
                 raise ConfigError(f"--scale={args.scale} must be one of {', '.join(SCALES)}")
-            lines, _ = verdict_section(args.scale, output_root() / "report")
-            print("\n".join(lines))
+            print("\n".join(verdict_section(args.scale, output_root() / "report")))
             print(f"verdicts: {output_root() / 'report' / 'verdicts.json'}")
         elif args.kind == "methods":
             from taskneurons.analyze.methods_report import write_methods

@@ -116,7 +116,7 @@ def _section(name: str, st: dict, readme_dir: Path) -> list[str]:
     return out
 
 
-def verdict_section(scale: str, readme_dir: Path) -> tuple[list[str], list]:
+def verdict_section(scale: str, readme_dir: Path) -> list[str]:
     """The verdict table (report/verdicts.py) that opens the report, and verdicts.json beside the README.
     The registry is checked against every artefact of experiments/artefacts.yaml (a report of a few of them,
     ``--only``, still lists every claim: those of the others say "no data")."""
@@ -135,7 +135,7 @@ def verdict_section(scale: str, readme_dir: Path) -> tuple[list[str], list]:
              "`experiments/claims.yaml`. Effects are ours minus the contrast's second side, in the claim's units; "
              "MDE = the smallest effect the test detects with 80 % power at α = 0.05.", "",
              md_table(verdict_table(verdicts)), "", *reasons_md(verdicts), ""]
-    return lines, verdicts
+    return lines
 
 
 def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Path:
@@ -146,6 +146,7 @@ def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Pa
              f"git `{git.get('sha')}`{' (dirty)' if git.get('dirty') else ''}, written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
              "Intervals are 95 %: bootstrap over test examples for one run, Student's t over seeds for several;"
              " p-values are paired sign-flip tests over the same test examples (pooled over seeds).", "",
+             *verdict_section(scale, readme_dir),  # the verdicts open the report, before the artefact list
              "| artefact | paper | status |", "|---|---|---|"]
     lines += [f"| `{n}` | {st['entry']['paper']} | {st['status']} |" for n, st in status.items()]
     missing = [p for p in PAPER_ARTEFACTS if p not in covered]
@@ -154,8 +155,6 @@ def write_readme(status: dict[str, dict], scale: str, entries: list[dict]) -> Pa
     lines += ["", "W&B: the report run (group `report_" + scale + "`) holds every cell as a summary metric "
               "`<artefact>/<row>/<task>` (mean, lo, hi, p); open its Tables and Media panels. Upload with "
               f"`wandb sync {readme_dir}/wandb/offline-run-*`.", ""]
-    verdict_lines, _ = verdict_section(scale, readme_dir)
-    lines[5:5] = verdict_lines  # the verdicts open the report, before the artefact list
     for n, st in status.items():
         lines += _section(n, st, readme_dir)
     atomic_write_text(readme_dir / "README.md", "\n".join(lines) + "\n")

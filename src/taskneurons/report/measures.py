@@ -14,52 +14,48 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
-from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
 from taskneurons.report.claims import Claim
-from taskneurons.report.stats import align, bootstrap_ci, paired_test, t_interval
+from taskneurons.report.paper_tables import paired_effect
+from taskneurons.report.runs import Run, load_runs, select
+from taskneurons.report.stats import align, t_interval
 from taskneurons.report.verdicts import Measured, NoData
-from taskneurons.runtime.atomic import read_json_with_checksum
 
 
 class Sources:
-    """Where the runs of each artefact live: ``<root>/multiruns/<artefact>_<scale>/`` (the Makefile's layout)."""
+    """Where the runs of each artefact live: ``<root>/multiruns/<artefact>_<scale>/`` (the Makefile's layout),
+    read as the report reads them (report/runs.py: one loader, one error policy, the newest run per cell)."""
 
     def __init__(self, root: Path, scale: str):
         self.root, self.scale = Path(root), scale
-        self._cache: dict[str, list[dict]] = {}
+        self._cache: dict[Path, list[Run]] = {}
 
     def sweep(self, name: str) -> Path:
         return self.root / "multiruns" / f"{name}_{self.scale}"
 
-    def runs(self, name: str, pattern: str = "*/metrics.json") -> list[dict]:
-        """Every readable metrics.json of a sweep, newest first (a damaged file is skipped, not guessed)."""
-        key = f"{name}:{pattern}"
-        if key not in self._cache:
-            paths = sorted(self.sweep(name).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
-            runs = []
-            for p in paths:
-                try:
-                    runs.append(read_json_with_checksum(p))
-                except (ValueError, OSError):
-                    continue
-            self._cache[key] = runs
-        return self._cache[key]
+    def runs(self, name: str, sub: str = "") -> list[Run]:
+        """Every finished run under the sweep (any depth); none -> [] (a damaged one is a ConfigError)."""
+        path = self.sweep(name) / sub
+        if path not in self._cache:
+            found = path.is_dir() and next(path.rglob("metrics.json"), None) is not None
+            self._cache[path] = load_runs(path) if found else []
+        return self._cache[path]
+
+    def cells(self, name: str, keep: Callable[[dict], bool], cell_of: Callable[[dict], tuple],
+              exclude_caps: tuple[str, ...] = (), sub: str = "") -> dict[tuple, dict]:
+        """The newest run per (cell, seed) among those ``keep`` accepts, as {(*cell, seed): metrics}; runs of
+        one claim must share model and caps (report/runs.py: select), apart from ``exclude_caps``."""
+        runs = [r for r in self.runs(name, sub) if keep(r.metrics)]
+        if not runs:
+            return {}
+        return {(*cell_of(r.metrics), r.seed): r.metrics
+                for r in select(runs, None, lambda r: cell_of(r.metrics), exclude_caps)}
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-def newest_per(runs: list[dict], key: Callable[[dict], Any]) -> dict[Any, dict]:
-    """One run per cell: the newest (``runs`` come newest first), so a stale job never enters a mean."""
-    out: dict[Any, dict] = {}
-    for r in runs:
-        k = key(r)
-        if k is not None and k not in out:
-            out[k] = r
-    return out
 
 
 def records(results: dict[str, dict], tasks: list[str]) -> dict[str, list]:
@@ -75,27 +71,26 @@ def records(results: dict[str, dict], tasks: list[str]) -> dict[str, list]:
 
 
 def paired(by_seed: dict[int, list[tuple[dict, dict]]], test: str) -> Measured:
-    """Mean of a - b over the pairs (a, b) of per-example records, grouped by seed (report/stats.py's rules)."""
-    a_all, b_all, per_seed = [], [], []
+    """Mean of a - b over the pairs (a, b) of per-example records, grouped by seed: each seed's pairs joined
+    into one record pair, then Table 1's paired effect (report/paper_tables.py: paired_effect)."""
+    a_recs, b_recs = [], []
     for _, pairs in sorted(by_seed.items()):
-        a_s, b_s = [], []
-        for a, b in pairs:
-            x, y = align(a, b)
-            a_s += x
-            b_s += y
-        if a_s:
-            per_seed.append(float(np.mean(np.subtract(a_s, b_s))))
-            a_all += a_s
-            b_all += b_s
-    if not a_all:
+        pairs = [(a, b) for a, b in pairs if align(a, b)[0]]  # a seed with nothing in common adds nothing
+        if pairs:  # ids prefixed by the pair, so the examples of two pairs stay apart
+            a_recs.append(_joined([a for a, _ in pairs]))
+            b_recs.append(_joined([b for _, b in pairs]))
+    if not a_recs:
         raise NoData("no test example was scored under both conditions")
-    p = paired_test(a_all, b_all)["p"]
-    if len(per_seed) > 1:
-        e = t_interval(per_seed)
-        return Measured(e.mean, e.lo, e.hi, p, n=len(per_seed), df=len(per_seed) - 1,
-                        test=f"{test}; t over {len(per_seed)} seeds, p pooled over {len(a_all)} pairs")
-    e = bootstrap_ci(np.subtract(a_all, b_all))
-    return Measured(e.mean, e.lo, e.hi, p, n=len(a_all), test=f"{test}; bootstrap over {len(a_all)} paired examples")
+    e, tst = paired_effect(a_recs, b_recs)
+    if len(a_recs) > 1:
+        return Measured(e.mean, e.lo, e.hi, tst["p"], n=e.n, df=e.n - 1,
+                        test=f"{test}; t over {e.n} seeds, p pooled over {tst['n']} pairs")
+    return Measured(e.mean, e.lo, e.hi, tst["p"], n=tst["n"], test=f"{test}; bootstrap over {tst['n']} paired examples")
+
+
+def _joined(recs: list[dict]) -> dict[str, list]:
+    return {"ids": [f"{k}:{i}" for k, r in enumerate(recs) for i in r["ids"]],
+            "scores": [s for r in recs for s in r["scores"]]}
 
 
 def over_units(values: list[float], test: str) -> Measured:
@@ -132,9 +127,9 @@ def m_cell(args: dict, claim: Claim, result: dict, src: Sources) -> Measured:
 
 def m_finetune_dominance(args: dict, claim: Claim, result: dict, src: Sources) -> Measured:
     """Fig. 5 (c, d): per trained task and seed, its own change minus the mean change of the other tasks."""
-    runs = newest_per([r for r in src.runs("table2") if r.get("job") == "train" and r.get("neurons") == "task"
-                       and len(r.get("train_tasks") or []) == 1 and r.get("before")],
-                      lambda r: (r["train_tasks"][0], r.get("seed")))
+    runs = src.cells("table2", lambda r: r.get("job") == "train" and r.get("neurons") == "task"
+                     and len(r.get("train_tasks") or []) == 1 and bool(r.get("before")),
+                     lambda r: (r["train_tasks"][0],), exclude_caps=("tasks",))
     units = []
     for (task, _), r in sorted(runs.items()):
         change = {t: r["tasks"][t]["score"] - r["before"][t]["score"] for t in r["tasks"] if t in r["before"]}
@@ -147,9 +142,10 @@ def m_finetune_dominance(args: dict, claim: Claim, result: dict, src: Sources) -
 
 
 def _proportion_runs(src: Sources, name: str, single: bool) -> dict[tuple, dict]:
-    runs = [r for r in src.runs(name) if r.get("job") == "train" and r.get("neurons") == "task"
-            and r.get("proportion") is not None and (len(r.get("train_tasks") or []) == 1) == single]
-    return newest_per(runs, lambda r: (tuple(sorted(r["train_tasks"])), float(r["proportion"]), r.get("seed")))
+    return src.cells(name, lambda r: r.get("job") == "train" and r.get("neurons") == "task"
+                     and r.get("proportion") is not None and (len(r.get("train_tasks") or []) == 1) == single,
+                     lambda r: (tuple(sorted(r["train_tasks"])), float(r["proportion"])),
+                     exclude_caps=("neurons.proportion", "tasks"))
 
 
 def _line_tasks(r: dict, line: str) -> list[str]:
@@ -162,7 +158,8 @@ def _line_tasks(r: dict, line: str) -> list[str]:
                   and not (kinds == {"classification"} and v["kind"] == "generation"))
 
 
-def _curve_contrast(src: Sources, name: str, line: str, single: bool, pick: Callable[[list[float], tuple], tuple[float, float] | None]) -> Measured:
+def _curve_contrast(src: Sources, name: str, line: str, single: bool,
+                    pick: Callable[[list[float], dict[float, dict[int, dict]]], tuple[float, float] | None]) -> Measured:
     cells = _proportion_runs(src, name, single)
     if not cells:
         raise NoData(f"no fine-tuning runs in {src.sweep(name)} (make {name})")
@@ -172,7 +169,7 @@ def _curve_contrast(src: Sources, name: str, line: str, single: bool, pick: Call
     by_seed: dict[int, list[tuple[dict, dict]]] = defaultdict(list)
     used = []
     for group, by_p in by_group.items():
-        chosen = pick(sorted(by_p), group)
+        chosen = pick(sorted(by_p), by_p)
         if chosen is None:
             continue
         hi_p, lo_p = chosen
@@ -192,17 +189,16 @@ def m_curve_rise(args: dict, claim: Claim, result: dict, src: Sources) -> Measur
     """The largest proportion minus the smallest, on the ID or OOD tasks (Fig. 2 groups, Fig. 6 single tasks)."""
     single = claim.artefact == "fig6"
     return _curve_contrast(src, claim.artefact, args["line"], single,
-                           lambda ps, g: (ps[-1], ps[0]) if len(ps) >= 2 else None)
+                           lambda ps, by_p: (ps[-1], ps[0]) if len(ps) >= 2 else None)
 
 
 def m_curve_peak_inside(args: dict, claim: Claim, result: dict, src: Sources) -> Measured:
     """The ID score at the paper's peak (70 % CLS-trained, 50 % GEN-trained) minus at the largest proportion."""
     peaks = args.get("peak") or {"classification": 0.7, "generation": 0.5}
 
-    def pick(ps: list[float], group: tuple) -> tuple[float, float] | None:
-        runs = _proportion_runs(src, claim.artefact, False)
-        kind = next(r["tasks"][group[0]]["kind"] for (g, _, _), r in runs.items() if g == group)
-        want = peaks.get(kind)
+    def pick(ps: list[float], by_p: dict[float, dict[int, dict]]) -> tuple[float, float] | None:
+        run = next(iter(by_p[ps[-1]].values()))  # any run of the group: its training tasks' kind
+        want = peaks.get(run["tasks"][run["train_tasks"][0]]["kind"])
         return (want, ps[-1]) if want in ps and want != ps[-1] else None
 
     return _curve_contrast(src, claim.artefact, args["line"], False, pick)
@@ -246,10 +242,9 @@ def m_overlap_within_minus_across(args: dict, claim: Claim, result: dict, src: S
 
 def m_controlled_rise(args: dict, claim: Claim, result: dict, src: Sources) -> Measured:
     """Tables 9-11: along overlap (fixed size) or along size (fixed overlap), the largest minus the smallest."""
-    runs = [r for r in src.runs("table9") if r.get("job") == "train" and r.get("neurons") == "controlled"]
-    cells: dict[tuple, dict] = {}
-    for (pair, size, ov, seed), r in newest_per(runs, _controlled_key).items():
-        cells[(pair, size, ov, seed)] = r
+    cells = src.cells("table9", lambda r: r.get("job") == "train" and r.get("neurons") == "controlled"
+                      and bool((r.get("neuron_sets") or {}).get("controlled")), _controlled_cell,
+                      exclude_caps=("neurons.proportion", "tasks"))
     if not cells:
         raise NoData(f"no controlled-overlap runs in {src.sweep('table9')} (make table9)")
     fixed_pos, moving_pos = (1, 2) if args["along"] == "overlap" else (2, 1)
@@ -269,12 +264,10 @@ def m_controlled_rise(args: dict, claim: Claim, result: dict, src: Sources) -> M
     return paired(by_seed, "paired over the OOD test examples")
 
 
-def _controlled_key(r: dict) -> tuple | None:
-    c = (r.get("neuron_sets") or {}).get("controlled")
-    if not c:
-        return None
+def _controlled_cell(r: dict) -> tuple:
+    c = r["neuron_sets"]["controlled"]
     pair = (tuple(sorted(r.get("train_tasks") or [])), tuple(sorted(c.get("test_tasks") or [])))
-    return pair, float(c["size"]), float(c["overlap_asked"]), r.get("seed")
+    return pair, float(c["size"]), float(c["overlap_asked"])
 
 
 def m_correlation(args: dict, claim: Claim, result: dict, src: Sources) -> Measured:
@@ -319,8 +312,8 @@ def m_layer_profile(args: dict, claim: Claim, result: dict, src: Sources) -> Mea
 
 
 def _continual_runs(src: Sources, name: str) -> dict[tuple, dict]:
-    runs = [r for r in src.runs(name) if r.get("job") == "continual" and r.get("complete")]
-    return newest_per(runs, lambda r: (r["method"], r.get("order_name"), r.get("seed")))
+    return src.cells(name, lambda r: r.get("job") == "continual" and bool(r.get("complete")),
+                     lambda r: (r["method"], r.get("order_name")), exclude_caps=("tasks",))  # the order names its tasks
 
 
 def m_cl_contrast(args: dict, claim: Claim, result: dict, src: Sources) -> Measured:
@@ -362,7 +355,8 @@ MEASURES: dict[str, Callable[[dict, Claim, dict, Sources], Measured]] = {
 # --- premise checks: (ok, detail) ---------------------------------------------------------------------
 
 def p_table1_original_over_zeroshot(args: dict, claim: Claim, result: dict | None, src: Sources) -> tuple[bool, str]:
-    runs = [r for r in src.runs("table1", "finetune/*/metrics.json") if r.get("job") == "train" and r.get("before")]
+    runs = list(src.cells("table1", lambda r: r.get("job") == "train" and bool(r.get("before")), lambda r: ("finetune",),
+                          sub="finetune").values())
     if not runs:
         raise NoData("the Table 1 fine-tuning runs have no zero-shot scores (eval_before)")
     worst = min((r["tasks"][t]["score"] - r["before"][t]["score"], t, r.get("seed"))
@@ -382,7 +376,7 @@ def p_table2_trained_over_zeroshot(args: dict, claim: Claim, result: dict | None
 
 
 def p_no_warnings(args: dict, claim: Claim, result: dict | None, src: Sources) -> tuple[bool, str]:
-    runs = src.runs(claim.artefact) + src.runs(claim.artefact, "*/*/metrics.json")
+    runs = [r.metrics for r in src.runs(claim.artefact)]
     if not runs:
         raise NoData(f"no runs under {src.sweep(claim.artefact)}")
     warned = [w["code"] for r in runs for w in (r.get("warnings") or [])]

@@ -27,6 +27,7 @@ from typing import Any
 
 from scipy import stats as sps
 
+from taskneurons.errors import ConfigError
 from taskneurons.report import power
 from taskneurons.report.claims import Claim, Registry
 
@@ -177,7 +178,7 @@ def evaluate(registry: Registry, results: dict[str, dict | None], sources: Any,
             prem = registry.premises[pid]
             try:
                 ok, detail = premises[prem.check["kind"]](prem.check, claim, result, sources)
-            except NoData as e:
+            except (NoData, ConfigError) as e:
                 ok, detail = None, str(e)
             except (KeyError, IndexError, TypeError, ValueError) as e:  # a run of another shape: said, not fatal
                 ok, detail = None, f"cannot read the runs ({type(e).__name__}: {e})"
@@ -187,7 +188,7 @@ def evaluate(registry: Registry, results: dict[str, dict | None], sources: Any,
                 raise NoData(f"no result for `{claim.artefact}` (make {claim.artefact} SCALE=...)")
             m = measures[claim.measure["kind"]](claim.measure, claim, result, sources)
             out.append(judge(claim, m, checks))
-        except NoData as e:
+        except (NoData, ConfigError) as e:  # ConfigError: damaged or mixed runs (report/runs.py names them)
             out.append(judge(claim, None, checks, str(e)))
         except (KeyError, IndexError, TypeError, ValueError) as e:
             out.append(judge(claim, None, checks, f"cannot read {claim.artefact} ({type(e).__name__}: {e})"))
