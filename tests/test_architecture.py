@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     # entry points: the ``python -m`` modules and the benchmark and GPU-check tools
     ("taskneurons.train", "taskneurons.evaluate", "taskneurons.identify", "taskneurons.continual.__main__",
      "taskneurons.analyze.__main__", "taskneurons.report.__main__", "taskneurons.bench", "taskneurons.gpu_check",
-     "taskneurons.harness", "taskneurons.api"),  # the Python API sits with the entry points
+     "taskneurons.harness", "taskneurons.export", "taskneurons.api"),  # the Python API sits with the entry points
 ]
 # (importing module, imported name) pairs allowed to go upward, each with the reason. Keep it empty.
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}

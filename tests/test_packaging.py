@@ -66,7 +66,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
 @pytest.mark.parametrize("module", ["taskneurons.analyze.__main__", "taskneurons.bench.__main__",
                                     "taskneurons.report.__main__", "taskneurons.report.continual",
-                                    "taskneurons.gpu_check"])
+                                    "taskneurons.gpu_check", "taskneurons.export"])
 def test_help_of_the_argument_entry_points(module, monkeypatch, capsys):
     """``--help`` prints a usage line naming the command as a user types it, and exits 0."""
     import importlib

@@ -34,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # public name -> module that defines it
 _EXPORTS = {
     **dict.fromkeys(
-        ("NeuronScores", "attach_deltas", "deactivated", "deactivation_callback", "evaluate_task", "export_hf",
+        ("NeuronScores", "attach_deltas", "deactivated", "deactivation_callback", "evaluate_task", "export_continual", "export_hf",
          "export_lape", "finetuning_callback", "import_lape", "load_model", "make_task", "model_name",
          "neuron_pools", "pools_for", "random_like", "score_neurons", "select", "to_examples"),
         "taskneurons.api",
@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         deactivated,
         deactivation_callback,
         evaluate_task,
+        export_continual,
         export_hf,
         export_lape,
         finetuning_callback,

@@ -6,7 +6,6 @@ the argument and the fix, before any computation. See docs/api.md and docs/quick
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from taskneurons.data.examples import Example, normalize_row, sample_examples
 from taskneurons.data.tasks import TaskSpec, task_spec_from_config, validate_task_config
 from taskneurons.errors import ConfigError
 from taskneurons.models.ffn import UnsupportedModelError
+from taskneurons.models.hf_folder import save_hf_folder
 from taskneurons.neurons import masking
 from taskneurons.neurons.attribution import attribute
 from taskneurons.neurons.config import NeuronConfig
@@ -423,19 +423,35 @@ def export_hf(model: Any, tokenizer: Any, folder: str | Path, push_to_hub: str |
     if _unmerged(model):
         raise ConfigError("export_hf: the model has neuron deltas attached and not merged; call deltas.merge() "
                           "first (hooks are not saved with a model)")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    (folder / "taskneurons_export.json").write_text(json.dumps({"source_model": model_name(model)}, indent=2))
-    if push_to_hub:
-        model.push_to_hub(push_to_hub, private=private)
-        tokenizer.push_to_hub(push_to_hub, private=private)
-    return folder
+    return save_hf_folder(model, tokenizer, folder, {"source_model": model_name(model)}, push_to_hub, private)
 
+
+def export_continual(run_dir: str | Path, folder: str | Path, stage: int | None = None, task: str | None = None,
+                     verify: bool = False, push_to_hub: str | None = None, private: bool = True) -> dict[str, Any]:
+    """Write the model of a continual run after ``stage`` (1-based; default the last finished) as a standard
+    Hugging Face folder, and return what was written (``taskneurons_export.json``'s record).
+
+    ``run_dir``: the run's folder (``metrics.json`` beside its config). NCFT, SeqFT, MIGU and MTL weights as
+    trained; SeqLoRA and O-LoRA adapters merged; W-NCFT needs ``task`` (its rows are weighted per task).
+    ``verify=True`` re-scores the export on the run's own test examples and adds ``verify``: per task the
+    run's score, the export's, and how many examples got the same verdict. Per-Task FT keeps no weights
+    (ConfigError). Every check runs before the model loads.
+    """
+    from taskneurons.continual.export import open_continual_run, stage_model
+    from taskneurons.continual.export import verify as verify_export
+
+    if not isinstance(run_dir, str | Path) or not isinstance(folder, str | Path):
+        raise ConfigError("export_continual(run_dir, folder): both are paths (str or pathlib.Path)")
+    run = open_continual_run(run_dir)
+    exported = stage_model(run, stage, task)
+    record = dict(exported.provenance)
+    if verify:
+        record["verify"] = verify_export(run, exported)
+    save_hf_folder(exported.model, exported.tok, folder, record, push_to_hub, private)
+    return {**record, "folder": str(folder)}
 
 __all__ = [
     "NeuronConfig", "NeuronScores", "attach_deltas", "deactivated", "deactivation_callback", "evaluate_task",
-    "export_hf", "export_lape", "finetuning_callback", "import_lape", "load_model", "make_task", "model_name", "neuron_pools", "pools_for",
+    "export_continual", "export_hf", "export_lape", "finetuning_callback", "import_lape", "load_model", "make_task", "model_name", "neuron_pools", "pools_for",
     "random_like", "score_neurons", "select", "to_examples",
 ]

@@ -3,7 +3,8 @@
 A stage loop (``loop.py``) calls, per stage: ``prepare`` (choose what trains), ``callbacks`` /
 ``regularizer`` (how it trains), ``finish`` (what the stage changed: the checkpoint payload), then
 ``evaluate`` (every task, each through ``model_for(task)``). ``restore`` replays a finished stage from
-its payload when a killed run resumes.
+its payload when a killed run resumes, and when a finished stage is exported (``setup_replay`` instead of
+``setup``: no identification, no task vectors computed; continual/export.py).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Stage:
 
 class Method:
     name = "base"
+    keeps_weights = True  # its stage checkpoints replay the trained model (False: only the scores are kept)
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -60,6 +62,11 @@ class Method:
 
     def setup(self, ctx: Any) -> None:
         """Once, on the pre-trained model, before any stage (also before replaying finished ones)."""
+
+    def setup_replay(self, ctx: Any) -> None:
+        """Before replaying finished stages outside a run (export): what ``restore`` needs, nothing trained
+        or identified."""
+        self.setup(ctx)
 
     def prepare(self, ctx: Any, stage: Stage) -> None:
         raise NotImplementedError
@@ -135,18 +142,13 @@ class MTL(SeqFT):
     def steps_factor(self, stage):
         return len(stage.train_tasks)
 
-    def finish(self, ctx, stage):
-        return {}  # nothing follows the single stage
-
-    def restore(self, ctx, stage, payload, row):
-        pass
-
 
 class PerTask(Method):
     """A fresh copy of the pre-trained model per task (A_i of the FG metric); task j is evaluated on
     its own model once seen, on the pre-trained model before."""
 
     name = "pertask"
+    keeps_weights = False  # every stage restarts from the pre-trained model; N full copies are not kept
 
     def setup(self, ctx):
         self.pretrained = {n: t.detach().cpu().clone() for n, t in ctx.model.state_dict().items()}
@@ -246,15 +248,20 @@ class NCFT(Method):
     keep_before = False
 
     def setup(self, ctx):
-        ncfg = self.cfg.neurons
-        self.pools = neuron_pools(ctx.model, ncfg.definition)
+        self._empty(ctx)
+        if self.mcfg.neurons_from == "pretrained":
+            for t in ctx.order:  # every set on the pre-trained weights, before anything trains
+                self.sets[t] = self._identify(ctx, t, self.cfg.neurons.store_dir)
+
+    def setup_replay(self, ctx):
+        self._empty(ctx)
+
+    def _empty(self, ctx) -> None:
+        self.pools = neuron_pools(ctx.model, self.cfg.neurons.definition)
         self.sets: dict[str, NeuronSet] = {}
         self.after: list[Rows] = []
         self.before: list[Rows] = []
         self.set_info: dict[str, dict] = {}
-        if self.mcfg.neurons_from == "pretrained":
-            for t in ctx.order:  # every set on the pre-trained weights, before anything trains
-                self.sets[t] = self._identify(ctx, t, ncfg.store_dir)
 
     def _identify(self, ctx, task: str, store_dir: str | Path) -> NeuronSet:
         ncfg = OmegaConf.merge(self.cfg.neurons, {"store_dir": str(store_dir)})
@@ -301,9 +308,19 @@ class WNCFT(NCFT):
 
     def setup(self, ctx):
         super().setup(ctx)
+        self._task_vectors(ctx, compute=True)
+
+    def setup_replay(self, ctx):
+        super().setup_replay(ctx)
+        self._task_vectors(ctx, compute=False)
+
+    def _task_vectors(self, ctx, compute: bool) -> None:
         w = self.cfg.continual.wncft
         self.variant, self.identity = str(w.variant), str(w.task_identity)
         cached = ctx.state.get_tensors("task_vectors")
+        if cached is None and not compute:
+            raise ConfigError(f"W-NCFT: the run's task vectors are missing or damaged ({ctx.state.dir}/task_vectors.pt); "
+                              "rerun the continual job (it recomputes them and replays its finished stages)")
         if cached is None:
             mine = {}
             for t in shard(ctx.eval_tasks):  # on the pre-trained model (setup runs before any stage is replayed)

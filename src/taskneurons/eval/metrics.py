@@ -35,6 +35,9 @@ class TaskMetrics:
     # and paired tests over the same examples can be computed later (report/stats.py)
     example_ids: list[str] = field(default_factory=list)
     example_scores: list[float] = field(default_factory=list)
+    # the loglik scorer's score of the gold label, summed over examples: a continuous reading of the same
+    # decisions (two models with equal accuracy rarely have equal means; export verification compares it)
+    gold_loglik_sum: float = 0.0
 
     def __post_init__(self) -> None:
         # Never synced over a process group: under trainer=ddp each rank scores whole tasks of its own
@@ -47,7 +50,8 @@ class TaskMetrics:
         else:
             self.rouge = ROUGEScore(rouge_keys="rougeL", accumulate="best", sync_on_compute=False)
 
-    def update_cls(self, scorer: str, pred: list[int], gold: list[int], ids: list[str] | None = None) -> None:
+    def update_cls(self, scorer: str, pred: list[int], gold: list[int], ids: list[str] | None = None,
+                   gold_scores: list[float] | None = None) -> None:
         invalid = len(self.spec.labels)
         p = torch.tensor([x if x >= 0 else invalid for x in pred])
         self.accuracy[scorer].update(p, torch.tensor(gold))
@@ -57,6 +61,8 @@ class TaskMetrics:
             self.gold.update(gold)
         if scorer == self.primary:
             self.predicted.update(pred)
+        if gold_scores is not None:
+            self.gold_loglik_sum += float(sum(gold_scores))
         if scorer == self.primary and ids is not None:
             self.example_ids += list(ids)
             self.example_scores += [100 if a == b else 0 for a, b in zip(pred, gold, strict=True)]
@@ -90,6 +96,8 @@ class TaskMetrics:
                 out[f"seconds_{s}"] = round(self.seconds[s], 3)
                 if s == "generate":
                     out["invalid_rate_generate"] = round(100 * self.invalid[s] / max(self.n, 1), 2)
+            if "loglik" in self.scorers:
+                out["gold_loglik"] = round(self.gold_loglik_sum / max(self.n, 1), 4)
             out["score"] = out[f"accuracy_{self.primary}"]
             out["scorer"] = self.primary
             out["majority_baseline"] = round(100 * max(self.gold.values()) / max(self.n, 1), 2) if self.gold else 0.0

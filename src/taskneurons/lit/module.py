@@ -103,7 +103,8 @@ class CausalLMModule(pl.LightningModule):
                 bad = nonfinite(scores)
                 if bad:  # argmax of nan is an arbitrary label, which would be scored like any answer
                     raise NumericalError(f"label log-likelihood scores are {bad}")
-                m.update_cls("loglik", scores.argmax(-1).tolist(), gold, ids)
+                gold_scores = scores[torch.arange(len(gold)), torch.tensor(gold)].float().tolist()
+                m.update_cls("loglik", scores.argmax(-1).tolist(), gold, ids, gold_scores)
             if "generate" in m.scorers:
                 with m.timed("generate"):
                     new = greedy_generate(self.model, prompts, int(self.eval_cfg.cls_max_new_tokens), pad_id, self.eos_ids)
