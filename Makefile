@@ -212,11 +212,11 @@ CL_SWEEP = $(PY) -m taskneurons.continual --multirun continual/scale=$(SCALE) co
 
 table5: install  ## Table 5: CL (average accuracy after the last task) per method x order, beside the paper's (SCALE, SEEDS, CL_ORDERS)
 	$(CL_SWEEP) continual/order=$(CL_ORDERS) hydra.sweep.dir=$(OUT)/multiruns/table5_$(SCALE)
-	$(PY) -m taskneurons.report.continual table5 $(OUT)/multiruns/table5_$(SCALE) --scale $(SCALE) --command "$(ARTEFACT_CMD)"
+	$(PY) -m taskneurons.report table5 $(OUT)/multiruns/table5_$(SCALE) --scale $(SCALE) --command "$(ARTEFACT_CMD)"
 
 fig4: install  ## Fig. 4: FG retention per stage on the 8-task order (FIG4_ORDER=order4), every method vs Per-Task FT (SCALE, SEEDS)
 	$(CL_SWEEP) continual/order=$(FIG4_ORDER) hydra.sweep.dir=$(OUT)/multiruns/fig4_$(SCALE)
-	$(PY) -m taskneurons.report.continual fig4 $(OUT)/multiruns/fig4_$(SCALE) --scale $(SCALE) --order $(FIG4_ORDER) --command "$(ARTEFACT_CMD)"
+	$(PY) -m taskneurons.report fig4 $(OUT)/multiruns/fig4_$(SCALE) --scale $(SCALE) --order $(FIG4_ORDER) --command "$(ARTEFACT_CMD)"
 
 methods: install  ## the neuron scorers (neurons.method) vs exact ablation: Spearman, ablation curves, specificity, cost (SCALE=tiny|small, HYDRA_ARGS)
 	$(PY) -m taskneurons.report methods --scale $(SCALE) --command "$(ARTEFACT_CMD)" $(HYDRA_ARGS)

@@ -332,3 +332,40 @@ def test_proportion_sweeps_aggregate_means_over_seeds_and_the_training_type_mean
     assert f6 == {"sciqa": {0.1: 2.5, 1.0: 11.5}}
     assert trend([1, 2, 3]) == "rises monotonically" and trend([1, 3, 2]) == "peaks at point 2 of 3"
     assert trend([3, 2, 1]) == "falls monotonically" and trend([None, 1]) == "n/a"
+
+
+# --- which jobs of a stable sweep folder an analysis reads ----------------------------------------
+
+def _job(root, name: str, overrides: list[str], seed: int, max_steps: int, mtime: float, score: float):
+    import os
+
+    import yaml
+
+    from taskneurons.runtime.atomic import write_json_with_checksum
+
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]))
+    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "model": {"name": "tiny_llama"},
+                                                   "optim": {"max_steps": max_steps}}))
+    write_json_with_checksum(d / "metrics.json", {"job": "train", "seed": seed, "score": score})
+    os.utime(d / "metrics.json", (mtime, mtime))
+    return d
+
+
+def test_an_analysis_reads_the_newest_job_per_cell_and_refuses_stale_caps(tmp_path):
+    """A stable sweep folder keeps every job it ever ran: the newest per (overrides less seed, seed) is
+    read, an older duplicate is not averaged in, and a job left by a grid with other caps is refused."""
+    from taskneurons.analyze.sweeps import load_jobs
+
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["neurons.proportion=0.1"], 1, 4, 1_000, score=10.0)
+    _job(sweep, "1", ["neurons.proportion=0.5"], 1, 4, 1_000, score=50.0)
+    _job(sweep, "2", ["neurons.proportion=0.1"], 1, 4, 2_000, score=11.0)  # the same cell, rerun later
+    _job(sweep, "3", ["neurons.proportion=0.1"], 2, 4, 1_000, score=12.0)  # another seed: kept
+    jobs = load_jobs(sweep, "fig2")
+    assert sorted((m["seed"], m["score"]) for _, m in jobs) == [(1, 11.0), (1, 50.0), (2, 12.0)]
+    assert [m["score"] for _, m in load_jobs(sweep, "fig2", seeds=[2])] == [12.0]
+    _job(sweep, "4", ["neurons.proportion=1.0"], 1, 99, 500, score=0.0)  # an older grid's job, other caps
+    with pytest.raises(ConfigError, match="optim.max_steps"):
+        load_jobs(sweep, "fig2")

@@ -13,6 +13,7 @@ from taskneurons.continual import metrics
 from taskneurons.continual.lora import orthogonality
 from taskneurons.continual.orders import validate_continual
 from taskneurons.continual.rows import similarity_weights, weighted_rows
+from taskneurons.errors import ConfigError
 
 # --- metrics on hand matrices --------------------------------------------------------------------
 A = [[80.0, 10.0, 20.0],
@@ -266,3 +267,28 @@ def test_each_method_adds_its_own_summary_numbers(name, per_task_scores):
     assert summary.get("per_task_scores") == per_task_scores
     if name == "mtl":  # one joint stage: its average, no forgetting
         assert run.stages[0].train_tasks == ["a", "b"] and summary["cl"] == 45.0 and summary["bwt"] is None
+
+
+def test_table5_reads_the_newest_finished_run_per_method_order_and_seed(tmp_path):
+    import os
+
+    import yaml
+
+    from taskneurons.report.continual import load_runs
+    from taskneurons.runtime.atomic import write_json_with_checksum
+
+    def put(name, matrix, mtime, complete=True, max_test=16, order="order1"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "model": {"name": "m"}, "data": {"max_test": max_test}}))
+        write_json_with_checksum(d / "metrics.json", {**_run("ncft", order, matrix), "complete": complete})
+        os.utime(d / "metrics.json", (mtime, mtime))
+
+    put("old", A, 1_000)
+    put("new", [[r + 1 for r in row] for row in A], 2_000)
+    put("unfinished", A, 3_000, complete=False)  # a run still going (or killed): not in the table
+    (runs,) = load_runs(tmp_path)
+    assert runs["matrix"][0][0] == A[0][0] + 1
+    put("other_caps", A, 500, max_test=99, order="order2")  # another cell, of a sweep with other caps
+    with pytest.raises(ConfigError, match="data.max_test"):
+        load_runs(tmp_path)

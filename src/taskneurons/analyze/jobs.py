@@ -61,14 +61,9 @@ def validate(cfg: Any) -> list[str]:
 
 
 def jobs_of(cfg: Any, what: str) -> list[tuple[Path, dict]]:
-    """The finished jobs of analyze.sweep_dir, restricted to analyze.seeds when given."""
-    jobs = load_jobs(cfg.analyze.sweep_dir, what)
-    if cfg.analyze.get("seeds"):
-        seeds = {int(s) for s in cfg.analyze.seeds}
-        jobs = [(d, m) for d, m in jobs if int(m.get("seed", -1)) in seeds]
-        if not jobs:
-            raise ConfigError(f"no jobs of seeds {sorted(seeds)} under {cfg.analyze.sweep_dir}; run the sweep with those seeds")
-    return jobs
+    """The newest finished job per cell of analyze.sweep_dir, restricted to analyze.seeds when given."""
+    seeds = sorted({int(s) for s in cfg.analyze.seeds}) if cfg.analyze.get("seeds") else None
+    return load_jobs(cfg.analyze.sweep_dir, what, seeds)
 
 
 def run_command(cfg: Any, out: Path) -> dict[str, Any]:

@@ -10,16 +10,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from rich.table import Table
 
-from taskneurons.analyze.artefact import (
-    CAP_KEYS,
-    job_caps,
-    markdown_table,
-    paper_numbers,
-    sweep_command,
-    this_command,
-    write_artefact,
-)
+from taskneurons.analyze.artefact import CAP_KEYS, job_caps, sweep_command, this_command, write_artefact
 from taskneurons.analyze.proportions import LINES, trend
+from taskneurons.report.artefacts import md_table, paper_numbers
 from taskneurons.report.curves import Panel, save_curves
 
 
@@ -86,8 +79,8 @@ def table8_artefact(cfg: Any, table: dict, props: list[float], metrics: dict) ->
                       _out(cfg, "table8") / "table8_per_layer.png", "Table 8 per layer: Jaccard of unions")
     trends = paper.get("trends", {}).get("table8", [])
     ours = [f"{pair}: {trend([by_p[p]['jaccard'] for p in props])}" for pair, by_p in table.items()]
-    md = (markdown_table(cols, rows) + "\n\nPaper's stated trends: " + "; ".join(trends) + "\n\nOurs: " + "; ".join(ours)
-          + "\n\nPer layer (%):\n\n" + markdown_table(lcols, lrows))
+    md = (md_table({"columns": cols, "rows": rows}, 1) + "\n\nPaper's stated trends: " + "; ".join(trends) + "\n\nOurs: " + "; ".join(ours)
+          + "\n\nPer layer (%):\n\n" + md_table({"columns": lcols, "rows": lrows}, 1))
     _write(cfg, "table8", "Table 8: overlap rate of training vs test neuron sets by proportion",
            {"table8": {"columns": cols, "rows": rows}, "per_layer": {"columns": lcols, "rows": lrows}},
            {"table8": {"columns": ["pair"] + [_pct(p) for p in p8.get("columns", [])],
@@ -120,7 +113,7 @@ def fig2_artefact(cfg: Any, table: dict, jobs: list) -> None:
     trends = paper.get("trends", {}).get("fig2", [])
     ours = [f"{g} {c}: {trend([row[c] for row in by_p.values()])}" for g, by_p in table.items() for c in LINES
             if any(row[c] is not None for row in by_p.values())]
-    md = (markdown_table(cols, rows) + "\n\nPaper (Fig. 2 has no numbers; the points come from the starred rows of "
+    md = (md_table({"columns": cols, "rows": rows}, 1) + "\n\nPaper (Fig. 2 has no numbers; the points come from the starred rows of "
           "Tables 9-11). Stated trends:\n\n" + "\n".join(f"- {x}" for x in trends) + "\n\nOurs:\n\n" + "\n".join(f"- {x}" for x in ours))
     caps, seeds, model = _caps_seeds(jobs)
     _write(cfg, "fig2", "Fig. 2: ID and OOD performance by proportion of fine-tuned task neurons",
@@ -150,7 +143,7 @@ def fig6_artefact(cfg: Any, table: dict, jobs: list) -> None:
               if any(t in table for t in groups[key])]
     png = save_curves(panels, _out(cfg, "fig6") / "fig6.png", "Fig. 6: specialisation of each task trained alone")
     trends = paper.get("trends", {}).get("fig6", [])
-    md = markdown_table(cols, rows) + "\n\nPaper's stated trend (no numbers): " + "; ".join(trends)
+    md = md_table({"columns": cols, "rows": rows}, 1) + "\n\nPaper's stated trend (no numbers): " + "; ".join(trends)
     caps, seeds, model = _caps_seeds(jobs)
     _write(cfg, "fig6", "Fig. 6: single-task specialisation by proportion", {"fig6": {"columns": cols, "rows": rows}},
            {"trends": trends}, [png], md, caps, model, seeds, [cfg.analyze.sweep_dir])
@@ -210,7 +203,7 @@ def table9_artefact(cfg: Any, table: dict, jobs: list) -> None:
         name = pp.get("table", pair)
         tables[pair] = {"columns": cols, "rows": rows}
         paper_out[pair] = pp
-        md_parts.append(f"## {name}, {pair}\n\n" + markdown_table(cols, rows))
+        md_parts.append(f"## {name}, {pair}\n\n" + md_table({"columns": cols, "rows": rows}, 1))
         by_size = [f"size {_pct(s)}: {trend([d['cells'][o].get(s) for o in d['cells']])} with overlap" for s in sizes]
         by_ov = [f"overlap {_pct(o)}: {trend([d['cells'][o].get(s) for s in sizes])} with size" for o in d["cells"]]
         md_parts.append("Ours: " + "; ".join(by_size + by_ov))
@@ -249,7 +242,7 @@ def fig3_artefact(cfg: Any, metrics: dict, panels: dict) -> None:
                        for name, by_task in curves.items()], _out(cfg, "fig3") / "fig3.png",
                       f"Fig. 3: similarity of task-neuron parameters ({metrics['option']}, k={metrics['proportion']:g})")
     trends = paper_numbers("generalization").get("trends", {}).get("fig3", [])
-    md = (markdown_table(cols, rows, digits=3) + "\n\nPaper's stated trends (no numbers):\n\n" + "\n".join(f"- {x}" for x in trends))
+    md = (md_table({"columns": cols, "rows": rows}, 3) + "\n\nPaper's stated trends (no numbers):\n\n" + "\n".join(f"- {x}" for x in trends))
     jobs = [(Path(p).parent, {"seed": cfg.seed, "model": metrics["model"]}) for p in metrics["models"].values()]
     caps, seeds, model = _caps_seeds(jobs)
     out = _out(cfg, "fig3")
@@ -279,7 +272,7 @@ def table4_artefact(cfg: Any, metrics: dict) -> None:
     cols = ["test task", "n", "Pearson r", "p", "Spearman rho", "p", "paper r", "paper p", "paper rho", "paper p"]
     rows = [[t, r["n"], r["pearson_r"], r["pearson_p"], r["spearman_rho"], r["spearman_p"], *paper.get(t, [None] * 4)]
             for t, r in rows_in.items()]
-    md = markdown_table(cols, rows, digits=2) + "\n\n" + "; ".join(paper_numbers("generalization").get("trends", {}).get("table4", []))
+    md = md_table({"columns": cols, "rows": rows}, 2) + "\n\n" + "; ".join(paper_numbers("generalization").get("trends", {}).get("table4", []))
     sim = Path(metrics["similarity_file"])
     _write(cfg, "table4", "Table 4: correlation of neuron-parameter similarity with OOD performance",
            {"table4": {"columns": cols, "rows": rows}},

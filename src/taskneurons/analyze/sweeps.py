@@ -1,4 +1,6 @@
-"""A sweep's finished jobs: their metrics.json (checksummed) and the config each ran with."""
+"""A sweep's finished jobs as the analyses read them: through report/runs.py (one loader, one error
+policy), the newest job of each cell (its overrides less the seed) per seed, and every kept job on the same
+model and caps (a job left in a stable sweep folder by an older grid is refused, not averaged in)."""
 
 from __future__ import annotations
 
@@ -6,28 +8,39 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+import yaml
+
 from taskneurons.errors import ConfigError
-from taskneurons.runtime.atomic import read_json_with_checksum
+from taskneurons.report.runs import Run, load_runs, select
+
+# caps that differ between the jobs of one analysis sweep by design (its grid)
+GRID_KEYS = ("neurons.proportion", "neurons.control_seeds", "tasks", "intervention.name", "intervention.path")
 
 
-def load_jobs(sweep_dir: str | Path | None, what: str) -> list[tuple[Path, dict[str, Any]]]:
-    """(job dir, metrics) of every finished job; a damaged metrics.json or an empty sweep is a ConfigError."""
+def cell_of(run: Run) -> tuple[str, ...] | str:
+    """A job's cell: its command-line overrides less the seed (Hydra's record of them)."""
+    path = run.dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return str(run.dir)  # no record: the job is its own cell
+    overrides = yaml.safe_load(path.read_text()) or []
+    return tuple(sorted(o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("seed", "hydra."))))
+
+
+def load_jobs(sweep_dir: str | Path | None, what: str,
+              seeds: list[int] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """(job dir, metrics) of the newest finished job per cell and seed (``seeds``: only those); a damaged
+    metrics.json, an empty sweep or jobs of other models or caps are a ConfigError."""
     if not sweep_dir:
         raise ConfigError(f"analyze.sweep_dir is required for {what} (the multirun directory of its sweep)")
     root = Path(sweep_dir)
     if not root.is_dir():
         raise ConfigError(f"analyze.sweep_dir={root} does not exist; run the sweep first (make {what})")
-    jobs, problems = [], []
-    for path in sorted(root.glob("*/metrics.json")):
-        try:
-            jobs.append((path.parent, read_json_with_checksum(path)))
-        except ValueError as e:
-            problems.append(f"{e}; rerun the sweep (it redoes only that job)")
-    if problems:
-        raise ConfigError(problems)
-    if not jobs:
-        raise ConfigError(f"no finished jobs (*/metrics.json) under {root}; run the sweep first (make {what})")
-    return jobs
+    try:
+        runs = load_runs(root)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (make {what})") from None
+    kept = select(runs, seeds, cell_of, exclude_caps=GRID_KEYS, what=f"jobs of {what} under {root}")
+    return [(r.dir, r.metrics) for r in sorted(kept, key=lambda r: str(r.dir))]
 
 
 def mean_or_none(values: list[float]) -> float | None:

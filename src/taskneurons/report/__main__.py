@@ -1,5 +1,6 @@
 """Reports: ``python -m taskneurons.report <command> ...``.
 
+- ``table5 | fig4 SWEEP --scale S [--seeds 1,2,3]``: the continual-learning artefacts (report/continual.py).
 - ``table1 | table2 | fig5 SWEEP --scale S --seeds 1,2,3``: the artefact from its sweep, mean ± 95 % CI per
   cell and paired tests, written to ``outputs/results/<artefact>/<scale>/`` (table.md, result.json, PNGs).
   ``table2 SWEEP`` without ``--scale`` prints the plain table and writes ``SWEEP/table2.json`` (as before).
@@ -20,27 +21,21 @@ import sys
 from pathlib import Path
 from statistics import mean
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from taskneurons import EXPERIMENTS_DIR
 from taskneurons.errors import ConfigError
+from taskneurons.report.artefacts import paper_numbers
 from taskneurons.report.heatmap import save_change_heatmaps
 from taskneurons.report.tables import WARN
-from taskneurons.runtime.atomic import atomic_write_json, read_json_with_checksum
+from taskneurons.runtime.atomic import atomic_write_json
 
 
 def load_runs(sweep: Path) -> list[dict]:
-    runs = []
-    for path in sorted(sweep.glob("*/metrics.json")):
-        try:
-            runs.append(read_json_with_checksum(path))
-        except ValueError as e:
-            raise SystemExit(f"error: {e}; rerun that job (the sweep redoes only what is missing)") from None
-    if not runs:
-        raise SystemExit(f"error: no */metrics.json under {sweep}: run the sweep first (e.g. make table2)")
-    return runs
+    """Every finished job of the sweep (report/runs.py: a damaged metrics.json is a ConfigError naming it)."""
+    from taskneurons.report.runs import load_runs as runs_of
+
+    return [r.metrics for r in runs_of(sweep)]
 
 
 def table2(sweep: Path, paper_key: str | None) -> dict:
@@ -60,7 +55,7 @@ def table2(sweep: Path, paper_key: str | None) -> dict:
         row[f"train_{m['neurons']}"] = m["tasks"][task]["score"]
         if m.get("warnings"):  # diverged, collapsed or constant (lit/divergence.py): marked beside the cell
             warned[(task, f"train_{m['neurons']}")] = sorted({w["code"] for w in m["warnings"]})
-    paper = yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text()).get(paper_key or "", {})
+    paper = paper_numbers(paper_key) if paper_key else {}
     cols = ["zero_shot", "train_random", "train_task"]
     table = Table(title=f"Table 2 layout from {sweep}")
     table.add_column("task")
@@ -147,6 +142,11 @@ def report_all(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] and args_in[0] in ("table5", "fig4"):  # one CLI: the continual artefacts have their own parser
+        from taskneurons.report.continual import main as continual_main
+
+        return continual_main(args_in)
     ap = argparse.ArgumentParser(prog="python -m taskneurons.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="kind", required=True)
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None, help="comma-separated artefact names")
     p.add_argument("--no-run", action="store_true", help="only gather what exists")
     p.add_argument("--no-wandb", action="store_true")
+    sub.add_parser("table5", help="Table 5 from a continual sweep: table5 SWEEP --scale S [--seeds ...]")
+    sub.add_parser("fig4", help="Fig. 4 from a continual sweep: fig4 SWEEP --scale S [--order O] [--seeds ...]")
     args = ap.parse_args(argv)
     try:
         if args.kind == "compare":

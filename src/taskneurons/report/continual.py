@@ -1,7 +1,8 @@
 """Continual-learning reports: Table 5 (CL per method x order) and Fig. 4 (FG retention per stage) from a
 sweep, with the paper's numbers beside ours (one run's accuracy heatmap: ``continual/heatmap.py``).
 
-``python -m taskneurons.report.continual table5|fig4 <sweep dir> --scale tiny|small|paper``
+``python -m taskneurons.report table5|fig4 <sweep dir> --scale tiny|small|paper [--seeds 1,2]`` (also as
+``python -m taskneurons.report.continual``)
 writes ``outputs/results/<artefact>/<scale>/{table.md,result.json,*.png}`` (the artefact contract).
 """
 
@@ -16,37 +17,31 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
 
-from taskneurons import EXPERIMENTS_DIR  # noqa: E402
 from taskneurons.continual.metrics import fg_retention  # noqa: E402
-from taskneurons.report.artefacts import results_dir  # noqa: E402
-from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text, read_json_with_checksum  # noqa: E402
+from taskneurons.errors import ConfigError  # noqa: E402
+from taskneurons.report.artefacts import md_table, paper_numbers, results_dir, write_result  # noqa: E402
+from taskneurons.report.runs import load_runs as runs_of  # noqa: E402
+from taskneurons.report.runs import select  # noqa: E402
 from taskneurons.runtime.figures import save_figure  # noqa: E402
 
 METHOD_ORDER = ["seqft", "seqlora", "olora", "migu", "ncft", "wncft", "pertask", "mtl"]
 LABEL = {"seqft": "SeqFT", "seqlora": "SeqLoRA", "olora": "O-LoRA", "ncft": "NCFT", "wncft": "W-NCFT",
          "pertask": "Per-Task FT", "mtl": "MTL", "epi": "EPI", "migu": "MIGU"}
 STD, LONG = ["order1", "order2", "order3"], ["order4", "order5", "order6"]
+# caps that differ between the runs of one Table 5 / Fig. 4 sweep by design (the tasks follow the order)
+CONTINUAL_VARIES = ("tasks",)
 
 
-def load_runs(sweep: Path) -> list[dict]:
-    runs = []
-    for p in sorted(sweep.rglob("metrics.json")):
-        try:
-            m = read_json_with_checksum(p)
-        except ValueError as e:
-            print(f"warning: skipping {e}", file=sys.stderr)
-            continue
-        if m.get("job") == "continual" and m.get("complete"):
-            runs.append(m)
-    if not runs:
-        raise SystemExit(f"error: no finished continual runs (*/metrics.json) under {sweep}; run the sweep first")
-    return runs
-
-
-def paper_numbers() -> dict:
-    return yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text())
+def load_runs(sweep: Path, seeds: list[int] | None = None) -> list[dict]:
+    """The finished continual runs of a sweep (report/runs.py: one loader, one error policy), the newest per
+    (method, order, seed); runs of other models or caps in one table are refused."""
+    finished = [r for r in runs_of(sweep) if r.metrics.get("job") == "continual" and r.metrics.get("complete")]
+    if not finished:
+        raise ConfigError(f"no finished continual runs (metrics.json) under {sweep}; run the sweep first")
+    kept = select(finished, seeds, lambda r: (r.metrics["method"], r.metrics["order_name"]),
+                  exclude_caps=CONTINUAL_VARIES, what="continual runs")
+    return [r.metrics for r in kept]
 
 
 def table5(runs: list[dict]) -> dict:
@@ -85,7 +80,7 @@ def fg_curves(runs: list[dict], order: str | None) -> tuple[dict[str, list[float
     per_seed: dict[str, list[list[float | None]]] = {}
     for seed, group in sorted(by_order.get(order, {}).items()):
         if "pertask" not in group:
-            raise SystemExit(f"error: FG needs the pertask run of {order} (A_i), seed {seed}; "
+            raise ConfigError(f"FG needs the pertask run of {order} (A_i), seed {seed}; "
                              "add continual/method=pertask to the sweep")
         n = len(group["pertask"]["order"])
         per_task = [group["pertask"]["matrix"][-1][t] for t in range(n)]
@@ -110,29 +105,14 @@ def save_fg_plot(curves: dict[str, list[float | None]], order: str, path: Path, 
     return save_figure(fig, path)
 
 
-def _md(name: str, t: dict) -> str:
-    fmt = lambda x: "-" if x is None else (f"{x:.1f}" if isinstance(x, float) else str(x))  # noqa: E731
-    lines = [f"**{name}**", "", "| " + " | ".join(t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
-    lines += ["| " + " | ".join(fmt(x) for x in r) + " |" for r in t["rows"]]
-    return "\n".join(lines) + "\n"
-
-
 def write_artefact(artefact: str, scale: str, title: str, tables: dict, paper: dict, figures: list[str], out: Path,
-                   runs: list[dict], commands: list[str], extra_md: str = "") -> Path:
-    from taskneurons.runtime.metadata import git_state
-
-    out.mkdir(parents=True, exist_ok=True)
-    caps = {"model": runs[0]["model"], "runs": len(runs), "seeds": sorted({int(m["seed"]) for m in runs})}
-    md = [f"# {title} ({scale})", "", *[_md(f"ours: {k}", v) for k, v in tables.items()]]
-    md += [_md(f"paper: {k}", v) for k, v in paper.items() if isinstance(v, dict)]
-    if paper.get("trends"):
-        md += ["**paper (trends)**", "", *[f"- {t}" for t in paper["trends"]], ""]
-    md += [extra_md, *[f"![{f}]({f})" for f in figures]]
-    atomic_write_text(out / "table.md", "\n".join(md) + "\n")
-    atomic_write_json(out / "result.json", {
-        "artefact": artefact, "scale": scale, "title": title, "tables": tables, "paper": paper, "figures": figures,
-        "commands": commands, "caps": caps, "git_sha": git_state().get("sha"), "model": runs[0]["model"],
-        "seeds": caps["seeds"]})
+                   runs: list[dict], commands: list[str]) -> Path:
+    """Table 5 / Fig. 4 through the one artefact writer (report/artefacts.py)."""
+    seeds = sorted({int(m["seed"]) for m in runs})
+    result = {"artefact": artefact, "scale": scale, "title": title, "tables": tables, "paper": paper,
+              "figures": figures, "commands": commands, "model": runs[0]["model"], "seeds": seeds,
+              "caps": {"model": runs[0]["model"], "runs": len(runs), "seeds": seeds}}
+    write_result(result, out)
     return out
 
 
@@ -144,18 +124,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--order", default=None, help="fig4: the order to plot (default: the longest present)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--command", action="append", default=[], help="the command line(s) that made the sweep")
+    ap.add_argument("--seeds", default=None, help="the seeds to use, e.g. 1,2,3 (default: every seed found)")
     args = ap.parse_args(argv)
-    runs = load_runs(args.sweep_dir)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        _write(args, argv, seeds)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _write(args: argparse.Namespace, argv: list[str] | None, seeds: list[int] | None) -> None:
+    runs = load_runs(args.sweep_dir, seeds)
     out = args.out or results_dir(args.kind, args.scale)  # under $TASKNEURONS_OUTPUT like the runs
-    commands = [*args.command, " ".join(["python -m taskneurons.report.continual", *(argv or sys.argv[1:])])]
+    commands = [*args.command, " ".join(["python -m taskneurons.report", *(argv or sys.argv[1:])])]
     if args.kind == "table5":
         ours = table5(runs)
         bwt = {"columns": ["method", "order", "cl", "bwt", "avg_forgetting"],
                "rows": [[LABEL.get(m["method"], m["method"]), m["order_name"], m["summary"].get("cl"),
                          m["summary"].get("bwt"), m["summary"].get("avg_forgetting")] for m in runs]}
         write_artefact("table5", args.scale, "Table 5: CL average accuracy after the last task", {"cl": ours, "bwt": bwt},
-                       {"cl": paper_table5()}, [], out, runs, commands)
-        print(_md("ours: CL", ours))
+                       {"tables": {"cl": paper_table5()}}, [], out, runs, commands)
+        print(md_table(ours, 1))
     else:
         curves, order = fg_curves(runs, args.order)
         png = save_fg_plot(curves, order, out / "fig4.png", f"FG retention per stage, {order} ({runs[0]['model']})")
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                  "rows": [[LABEL.get(k, k), *v] for k, v in curves.items()]}
         write_artefact("fig4", args.scale, f"Fig. 4: FG retention per stage ({order})", {"fg": table},
                        {"trends": paper_numbers()["fig4"]["trends"]}, [png.name], out, runs, commands)
-        print(_md("ours: FG", table))
+        print(md_table(table, 1))
     print(f"wrote {out}/table.md and result.json")
 
 

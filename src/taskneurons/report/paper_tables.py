@@ -11,19 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from taskneurons import EXPERIMENTS_DIR
 from taskneurons.report import stats
+from taskneurons.report.artefacts import paper_numbers
 from taskneurons.report.heatmap import save_change_heatmaps
 from taskneurons.report.runs import Run, load_runs, select
 
 Records = list[dict]  # one per_example record per seed
-
-
-def paper_numbers(key: str) -> dict:
-    data = yaml.safe_load((EXPERIMENTS_DIR / "paper_numbers.yaml").read_text()) or {}
-    return data.get(key) or {}
 
 
 def _scores(recs: Records) -> list[list[float]]:
