@@ -16,10 +16,33 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N workers share the cores; one compute thread each (and in the processes they start)
+    # instead of N x cores threads fighting over them
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 # every run of the suite writes (runs, neuron store, resumable state) into a fresh folder of its own
 os.environ["TASKNEURONS_OUTPUT"] = tempfile.mkdtemp(prefix="taskneurons-test-outputs-")
 if "TASKNEURONS_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["TASKNEURONS_DATA"] = str(SHARED_DATA)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadscope`` a worker takes a whole module at a time, in collection order:
+    the modules with the longest tests (real SmolLM2, entry points as subprocesses) go first, so that no
+    worker is left alone with a long one at the end. Each module stays in one piece (its module-scoped
+    fixtures are built once). Without -n the order is pytest's own."""
+    if not config.getoption("numprocesses", default=None):
+        return
+
+    def weight(item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
+
+    first: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        first[module] = min(first.get(module, 2), weight(item))
+    items.sort(key=lambda item: first[item.nodeid.split("::", 1)[0]])  # stable: a module keeps its order
 
 
 def compose(config_name: str = "evaluate", overrides: list[str] | None = None):

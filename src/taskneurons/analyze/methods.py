@@ -72,8 +72,8 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, fl
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        base = status_mb("VmRSS")
         reset_peak_rss()
+        base = status_mb("VmRSS")  # after the reset, so that the peak is never below it
     t0 = time.perf_counter()
     out = fn()
     if device.type == "cuda":

@@ -112,8 +112,8 @@ def worker(mode: str) -> dict[str, Any]:
     model, tok = _smol()
     batches = train_batches(tok, n_batches=STEPS)
     pools, nset = _task_set(model, batches, 0) if mode == "neurons" else (neuron_pools(model), None)
-    base = status_mb("VmRSS")
     reset_peak_rss()
+    base = status_mb("VmRSS")  # after the reset, so that the peak is never below it
     _stage_fit(model, tok, batches, mode, nset, pools)
     peak = status_mb("VmHWM")
     return {"loaded_rss_mb": round(base, 1), "peak_rss_mb": round(peak, 1), "peak_extra_mb": round(peak - base, 1)}

@@ -23,8 +23,8 @@ ONE_TASK = ["bbc_title"]  # the largest of the three (longest targets)
 
 def _measure(work) -> dict[str, float]:
     gc.collect()
-    base = status_mb("VmRSS")
     reset_peak_rss()
+    base = status_mb("VmRSS")  # after the reset: the high-water mark then starts at or below it, never above
     work()
     peak = status_mb("VmHWM")
     return {"peak_rss_mb": round(peak, 1), "peak_extra_mb": round(peak - base, 1), "rss_after_loading_mb": round(base, 1)}
