@@ -74,8 +74,9 @@ $(STAMP): pyproject.toml Makefile
 demo: install  ## the main job: SmolLM2 on the starter tasks, task neurons, deactivation matrix (task vs random)
 	$(PY) -m taskneurons.evaluate experiment=demo
 
-test: install  ## the whole test suite (offline, CPU, < 20 min), incl. the slow SmolLM2 tests and the fast fault cases
-	$(PY) -m pytest -q
+TEST_WORKERS ?= 2
+test: install  ## the whole test suite (offline, CPU, about 11 min on 2 cores), incl. the slow SmolLM2 tests and the fast fault cases
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: install  ## the suite without the slow SmolLM2, subprocess and fault tests
 	$(PY) -m pytest -q -m "not slow and not e2e and not faults"

@@ -334,3 +334,30 @@ def test_cross_entropy_reference_is_the_hf_shift():
     labels = torch.tensor([[-100, 3, 5, -100]])
     manual = F.cross_entropy(logits[0, :-1][labels[0, 1:] != -100], labels[0, 1:][labels[0, 1:] != -100])
     assert manual.isfinite()
+
+
+@pytest.mark.parametrize("definition", ["output_units", "intermediate"])
+def test_unit_params_describe_every_parameter_a_neuron_owns(tiny_model, definition):
+    """Pool.unit_params, the one description of a neuron's parameters: unit axis first with the pool's
+    size, as many numbers per unit as n_params_per_unit, views into the model (a write reaches it), and
+    under output_units every FFN weight and bias listed exactly once (GPT-2's Conv1D transposed)."""
+    import copy
+
+    from taskneurons.neurons.pools import neuron_pools
+
+    model = copy.deepcopy(tiny_model[0])  # the fixture's model is shared: written to below
+    pools = neuron_pools(model, definition)
+    owners: list[int] = []
+    for p in pools:
+        ups = p.unit_params()
+        assert len({u.name for u in ups}) == len(ups) and all(u.name.startswith(f"{p.key[0]}.{p.key[1]}/") for u in ups)
+        assert all(u.tensor().shape[0] == p.size for u in ups)
+        assert sum(u.tensor()[0].numel() for u in ups) == p.n_params_per_unit()
+        owners += [id(u.matrix.bias if u.kind == "b" else u.matrix.weight) for u in ups]
+    with torch.no_grad():
+        up = pools[-1].unit_params()[-1]
+        up.tensor()[1].fill_(7.0)
+        owner = up.matrix.bias if up.kind == "b" else up.matrix.weight
+        assert (owner == 7.0).sum() == up.tensor()[1].numel()  # the write reached the model's own tensor
+    if definition == "output_units":
+        assert len(owners) == len(set(owners))

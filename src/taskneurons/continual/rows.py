@@ -22,17 +22,9 @@ Rows = dict[str, dict[str, torch.Tensor]]
 
 
 def unit_tensors(pools: list[Pool]) -> dict[str, torch.Tensor]:
-    """Every neuron parameter tensor with its unit axis first (views: writes reach the model)."""
-    out = {}
-    for p in pools:
-        k = key_str(p.key)
-        for m in p.rows:
-            out[f"{k}/{m.name}/w"] = m.unit_weight()
-            if m.bias is not None:
-                out[f"{k}/{m.name}/b"] = m.bias
-        for m in p.cols:
-            out[f"{k}/{m.name}/c"] = m.unit_weight().t()
-    return out
+    """Every neuron parameter tensor with its unit axis first (views: writes reach the model), keyed by
+    ``Pool.unit_params`` names."""
+    return {up.name: up.tensor() for p in pools for up in p.unit_params()}
 
 
 def _pool_key(name: str) -> str:

@@ -22,18 +22,14 @@ REPLACEMENTS = ("zero", "mean")
 
 
 def _targets(pools: list[Pool], nset: NeuronSet):
-    """(parameter view, dim, index) for every parameter slice the set's neurons own."""
+    """(unit-first parameter view, the set's units) for every parameter slice the set's neurons own."""
     for pool in pools:
         idx = nset.indices.get(pool.key)
         if idx is None or idx.numel() == 0:
             continue
-        for m in pool.rows:
-            idx_d = idx.to(m.weight.device)
-            yield m.unit_weight(), 0, idx_d
-            if m.bias is not None:
-                yield m.bias, 0, idx_d
-        for m in pool.cols:
-            yield m.unit_weight(), 1, idx.to(m.weight.device)
+        for up in pool.unit_params():
+            view = up.tensor()
+            yield view, idx.to(view.device)
 
 
 @contextmanager
@@ -41,15 +37,15 @@ def _targets(pools: list[Pool], nset: NeuronSet):
 def deactivated(pools: list[Pool], nset: NeuronSet) -> Iterator[None]:
     """Zero the set's parameters for the duration; bit-exact restore afterwards (even on error)."""
     saved = []
-    for view, dim, idx in _targets(pools, nset):
-        saved.append((view, dim, idx, view.index_select(dim, idx).clone()))
-        view.index_fill_(dim, idx, 0)
+    for view, idx in _targets(pools, nset):
+        saved.append((view, idx, view.index_select(0, idx).clone()))
+        view.index_fill_(0, idx, 0)
     try:
         yield
     finally:
         with torch.no_grad():
-            for view, dim, idx, values in saved:
-                view.index_copy_(dim, idx, values)
+            for view, idx, values in saved:
+                view.index_copy_(0, idx, values)
 
 
 @contextmanager

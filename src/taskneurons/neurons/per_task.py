@@ -60,7 +60,7 @@ class PerTaskMasks(pl.Callback):
 
     def __init__(self, task_sets: list[NeuronSet], sampler: TaskBatchSampler):
         self.task_sets, self.sampler = task_sets, sampler
-        self.masks: list[dict[str, torch.Tensor]] = []  # task -> delta name -> row mask
+        self.masks: list[dict[str, torch.Tensor]] = []  # task -> "<i>:<kind>" delta -> unit mask
         self.current = 0
         self.window: torch.Tensor | None = None  # tasks seen since the last optimizer step
         self._handles: list = []
@@ -68,28 +68,21 @@ class PerTaskMasks(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         deltas = pl_module.neuron_deltas
-        params = {**{f"w:{k}": p for k, p in deltas.row_w.items()}, **{f"b:{k}": p for k, p in deltas.row_b.items()},
-                  **{f"c:{k}": p for k, p in deltas.col_w.items()}}
-        names = {}
-        for pool in deltas.pools:
-            for m in (*pool.rows, *pool.cols):
-                names[deltas._name(pool, m)] = pool.key
+        units = deltas.delta_params()  # (kind, delta, union indices, pool key)
+        params = {f"{i}:{kind}": p for i, (kind, p, _, _) in enumerate(units)}
         self.masks = []
         for s in self.task_sets:
-            per = {}
-            for pname in params:
-                dname = pname[2:]
-                union_idx = deltas._index(dname).cpu()
-                per[pname] = torch.isin(union_idx, s.indices[names[dname]]).to(params[pname].device)
-            self.masks.append(per)
+            self.masks.append({f"{i}:{kind}": torch.isin(idx.cpu(), s.indices[key]).to(p.device)
+                               for i, (kind, p, idx, key) in enumerate(units)})
         self.params = params
         for pname, p in params.items():
             self._handles.append(p.register_hook(self._grad_hook(pname)))
         self.window = torch.zeros(len(self.task_sets), dtype=torch.bool)
 
     def _mask(self, pname: str, task: int, p: torch.Tensor) -> torch.Tensor:
-        m = self.masks[task][pname]
-        return m[:, None] if pname.startswith(("w:", "b:")) and p.dim() == 2 else (m if p.dim() == 1 else m[None, :])
+        m, kind = self.masks[task][pname], pname.split(":", 1)[1]
+        # units on axis 0 of a row delta [n, in] and of a bias delta [n], on axis 1 of a column delta [out, n]
+        return {"w": m[:, None], "b": m, "c": m[None, :]}[kind]
 
     def _grad_hook(self, pname: str):
         def hook(grad: torch.Tensor) -> torch.Tensor:

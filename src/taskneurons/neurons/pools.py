@@ -12,12 +12,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from taskneurons.models.ffn import FFNMatrix, ffn_matrices
 
 DEFINITIONS = ("output_units", "intermediate")
 Key = tuple[int, str]
+
+
+# what part of a matrix a unit owns: its weight row ("w"), its bias entry ("b"), its weight column ("c")
+UNIT_PARAM_KINDS = ("w", "b", "c")
+
+
+@dataclass(frozen=True)
+class UnitParam:
+    """One parameter tensor of a pool's neurons, seen with the unit axis first."""
+
+    name: str  # "<layer>.<pool>/<matrix>/<kind>": stable; W-NCFT rows in stage checkpoints are keyed on it
+    matrix: FFNMatrix
+    kind: str  # one of UNIT_PARAM_KINDS
+
+    def tensor(self) -> torch.Tensor:
+        """``[n_units, ...]``: a view, so in-place writes (index_copy_, index_fill_, index_add_) reach the model."""
+        if self.kind == "b":
+            return self.matrix.bias
+        w = self.matrix.unit_weight()
+        return w if self.kind == "w" else w.t()
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,19 @@ class Pool:
     @property
     def layer(self) -> int:
         return self.key[0]
+
+    def unit_params(self) -> tuple[UnitParam, ...]:
+        """Every parameter the pool's neurons own (the one description deactivation, delta rows, W-NCFT rows
+        and per-task masks all use): each "row" matrix's weight rows and bias entries, each "col" matrix's
+        weight columns."""
+        k = key_str(self.key)
+        out = []
+        for m in self.rows:
+            out.append(UnitParam(f"{k}/{m.name}/w", m, "w"))
+            if m.bias is not None:
+                out.append(UnitParam(f"{k}/{m.name}/b", m, "b"))
+        out += [UnitParam(f"{k}/{m.name}/c", m, "c") for m in self.cols]
+        return tuple(out)
 
     def n_params_per_unit(self) -> int:
         n = sum(m.in_features + (1 if m.bias is not None else 0) for m in self.rows)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from taskneurons.neurons.neuronset import NeuronSet
-from taskneurons.neurons.pools import Pool, key_str
+from taskneurons.neurons.pools import Key, Pool, UnitParam, key_str
 
 _MASTER = torch.float32  # the trainable deltas' dtype
 
@@ -30,20 +30,27 @@ class NeuronDeltas(nn.Module):
         self.nset = nset
         self.row_w, self.row_b, self.col_w = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
         self._handles: list = []
+        # (the unit parameter, its delta's name in row_w / row_b / col_w): Pool.unit_params names what moves
+        self._units: list[tuple[UnitParam, str, Key]] = []
         for pool in self.pools:
             idx = nset.indices[pool.key]
-            for m in pool.rows:
-                name = self._name(pool, m)
-                w = m.weight
-                self.row_w[name] = nn.Parameter(torch.zeros(idx.numel(), m.in_features, dtype=_MASTER, device=w.device))
-                if m.bias is not None:
-                    self.row_b[name] = nn.Parameter(torch.zeros(idx.numel(), dtype=_MASTER, device=w.device))
-                self._set_index(name, idx.to(w.device))
-            for m in pool.cols:
-                name = self._name(pool, m)
-                w = m.weight
-                self.col_w[name] = nn.Parameter(torch.zeros(m.out_features, idx.numel(), dtype=_MASTER, device=w.device))
-                self._set_index(name, idx.to(w.device))
+            for up in pool.unit_params():
+                name, m = self._name(pool, up.matrix), up.matrix
+                device = m.weight.device
+                if up.kind == "w":
+                    self.row_w[name] = nn.Parameter(torch.zeros(idx.numel(), m.in_features, dtype=_MASTER, device=device))
+                elif up.kind == "b":
+                    self.row_b[name] = nn.Parameter(torch.zeros(idx.numel(), dtype=_MASTER, device=device))
+                else:  # a column of the out matrix: stored [out_features, n] as the hook multiplies it
+                    self.col_w[name] = nn.Parameter(torch.zeros(m.out_features, idx.numel(), dtype=_MASTER, device=device))
+                self._set_index(name, idx.to(device))
+                self._units.append((up, name, pool.key))
+
+    def delta_params(self) -> list[tuple[str, nn.Parameter, torch.Tensor, Key]]:
+        """``(kind, delta, unit indices, pool key)`` per neuron parameter (kind: UNIT_PARAM_KINDS); a
+        ``"c"`` delta has its units on axis 1, the others on axis 0."""
+        store = {"w": self.row_w, "b": self.row_b, "c": self.col_w}
+        return [(up.kind, store[up.kind][name], self._index(name), key) for up, name, key in self._units]
 
     def _set_index(self, name: str, idx: torch.Tensor) -> None:
         # a buffer, so the indices follow the module to the training device
@@ -95,15 +102,10 @@ class NeuronDeltas(nn.Module):
     def merge(self) -> None:
         """Fold the deltas into the weights and remove the hooks; the deltas are zeroed after."""
         self.detach()
-        for pool in self.pools:
-            for m in pool.rows:
-                name = self._name(pool, m)
-                m.unit_weight().index_add_(0, self._index(name), self.row_w[name].to(m.weight.dtype))
-                if name in self.row_b:
-                    m.bias.index_add_(0, self._index(name), self.row_b[name].to(m.bias.dtype))
-            for m in pool.cols:
-                name = self._name(pool, m)
-                m.unit_weight().index_add_(1, self._index(name), self.col_w[name].to(m.weight.dtype))
+        for up, name, _ in self._units:
+            t = up.tensor()
+            delta = {"w": self.row_w, "b": self.row_b}[up.kind][name] if up.kind != "c" else self.col_w[name].t()
+            t.index_add_(0, self._index(name), delta.to(t.dtype))
         for p in self.parameters():
             p.zero_()
 
