@@ -113,6 +113,41 @@ def test_a_damaged_state_file_is_recomputed_not_used(tmp_path):
     assert state.get("baseline") is None
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (not an Exception, so no handler swallows it)."""
+
+
+@pytest.mark.parametrize("dies", ["before the blob is replaced", "after the blob is replaced"])
+def test_a_checkpoint_killed_between_its_two_files_keeps_a_usable_pair(tmp_path, monkeypatch, dies):
+    """A training checkpoint is a blob and its sha256 sidecar. A kill between replacing one and the other
+    used to leave a pair that disagreed, and the whole checkpoint was set aside (seen under load: a resumed
+    continual stage restarted from batch 0). Now the sidecar first names both digests: the old checkpoint
+    or the new one is read back, whichever the blob is, never neither."""
+    import taskneurons.runtime.atomic as atomic
+    from taskneurons.runtime.resume import JobState
+
+    state = JobState(tmp_path, "train", "k")
+    state.put_tensors("train_checkpoint", {"batches_done": 1})
+    real_replace = atomic.os.replace
+
+    def replace_then_die(src, dst):  # os.replace is also how the sidecar is written: only the blob's dies
+        if not str(dst).endswith(".pt"):
+            return real_replace(src, dst)
+        if dies == "after the blob is replaced":
+            real_replace(src, dst)
+        raise _Killed
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_die)
+    with pytest.raises(_Killed):
+        state.put_tensors("train_checkpoint", {"batches_done": 2})
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    expected = 2 if dies == "after the blob is replaced" else 1
+    assert JobState(tmp_path, "train", "k").get_tensors("train_checkpoint") == {"batches_done": expected}
+    state.put_tensors("train_checkpoint", {"batches_done": 3})  # the next write leaves one digest again
+    meta = json.loads((state.dir / "train_checkpoint.pt.json").read_text())
+    assert "previous" not in meta and state.get_tensors("train_checkpoint") == {"batches_done": 3}
+
+
 def test_one_checksummed_json_format_and_the_policy_for_a_damaged_file(tmp_path, caplog):
     from taskneurons.runtime.atomic import read_json_with_checksum, write_json_with_checksum
     from taskneurons.runtime.resume import JobState

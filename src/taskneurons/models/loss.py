@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from taskneurons.data.encoding import IGNORE_INDEX
 
 
-def target_only_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over target tokens; equal to ``model(**batch).loss``."""
+def _target_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(fp32 logits at the target positions, their labels, the [batch, seq-1] mask of those positions)."""
     base = model.base_model
     hidden = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[0]
     labels = batch["labels"][:, 1:]
@@ -22,4 +22,16 @@ def target_only_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, labels[keep])
+    return logits, labels[keep], keep
+
+
+def target_only_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over target tokens; equal to ``model(**batch).loss``."""
+    logits, labels, _ = _target_logits(model, batch)
+    return F.cross_entropy(logits, labels)
+
+
+def target_token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (fp32) of every target token, and the example each token belongs to."""
+    logits, labels, keep = _target_logits(model, batch)
+    return F.cross_entropy(logits, labels, reduction="none"), keep.nonzero(as_tuple=True)[0]

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from taskneurons.data.encoding import IGNORE_INDEX
+from taskneurons.models.loss import target_token_losses
 from taskneurons.neurons.attribution import REDUCTIONS, TOKEN_SCOPES, attribute, scope_mask
 from taskneurons.neurons.pools import Key, Pool
 
@@ -87,18 +87,6 @@ def _hook(pool: Pool, fn: Callable[[torch.Tensor], torch.Tensor | None]):
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def _target_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per target token cross-entropy (fp32) and the example each token belongs to."""
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)[0]
-    labels = batch["labels"][:, 1:]
-    keep = labels != IGNORE_INDEX
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, labels[keep], reduction="none"), keep.nonzero(as_tuple=True)[0]
 
 
 def _reduce(tokens: torch.Tensor, rows: torch.Tensor, n_examples: int, reduction: str, denominator: int) -> torch.Tensor:
@@ -180,7 +168,7 @@ def ig_token_attributions(model: torch.nn.Module, batch: dict[str, torch.Tensor]
         for k in range(1, steps + 1):
             alpha[0] = k / steps
             with torch.enable_grad():
-                losses, _ = _target_losses(model, batch)
+                losses, _ = target_token_losses(model, batch)
                 if losses.numel():
                     losses.mean().backward()
     finally:
@@ -229,7 +217,7 @@ def sft_loss(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> 
     total, n = 0.0, 0
     with torch.no_grad():
         for b in batches:
-            losses, _ = _target_losses(model, _to(b, device))
+            losses, _ = target_token_losses(model, _to(b, device))
             total, n = total + float(losses.double().sum()), n + losses.numel()
     return total / max(n, 1)
 
@@ -250,7 +238,7 @@ def _ablation_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], pool:
 
     h = _hook(pool, zero)
     try:
-        losses, ex = _target_losses(model, rep)
+        losses, ex = target_token_losses(model, rep)
     finally:
         h.remove()
     return losses.double().new_zeros(c).index_add_(0, ex // b, losses.double())

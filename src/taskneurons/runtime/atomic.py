@@ -17,10 +17,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> str:
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None],
+                        before_replace: Callable[[str], None] | None = None) -> str:
     """``write(file)`` into a temp file beside ``path``, fsync, rename; returns the file's sha256.
 
     Large payloads (training checkpoints) go straight to the file: no second copy in memory.
+    ``before_replace(digest)`` runs once the new content is on disk, before it replaces ``path`` (a
+    sidecar that must know the new digest before the file changes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +37,8 @@ def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> 
             os.fsync(f.fileno())
             f.seek(0)
             digest = _sha256_of_stream(f)
+        if before_replace is not None:
+            before_replace(digest)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -92,9 +92,20 @@ class JobState:
     def put_tensors(self, name: str, obj: Any) -> None:
         if not self.enabled or not _rank_zero():
             return
-        with STOP.deferred():  # a stop signal between the two files would leave a mismatched pair
-            digest = atomic_write_stream(self.dir / f"{name}.pt", lambda f: torch.save(obj, f))
-            write_json_with_checksum(self.dir / f"{name}.pt.json", {"sha256": digest})
+        blob, meta = self.dir / f"{name}.pt", self.dir / f"{name}.pt.json"
+        # The blob and its sidecar are two files: a kill between replacing one and the other must not leave a
+        # pair that disagrees (that set a whole checkpoint aside). So the sidecar first names both digests,
+        # then the blob is replaced, then the sidecar names the new one only: whichever blob is on disk when
+        # the process dies, its sidecar accepts it.
+        previous = read_json_with_checksum(meta, on_damage="set_aside") if meta.is_file() else None
+
+        def announce(digest: str) -> None:
+            if previous is not None and previous.get("sha256") and blob.is_file():
+                write_json_with_checksum(meta, {"sha256": digest, "previous": previous["sha256"]})
+
+        with STOP.deferred():  # a stop signal between the files would leave a mismatched pair
+            digest = atomic_write_stream(blob, lambda f: torch.save(obj, f), before_replace=announce)
+            write_json_with_checksum(meta, {"sha256": digest})
 
     def get_tensors(self, name: str) -> Any | None:
         if not self.enabled:
@@ -103,7 +114,7 @@ class JobState:
         meta = read_json_with_checksum(self.dir / f"{name}.pt.json", on_damage="set_aside")
         if meta is None or not blob_path.is_file():
             return None
-        if sha256_of_file(blob_path) != meta["sha256"]:
+        if sha256_of_file(blob_path) not in {meta["sha256"], meta.get("previous")}:
             set_aside(blob_path, "checksum mismatch (damaged)")
             return None
         return torch.load(blob_path, map_location="cpu", weights_only=False)
