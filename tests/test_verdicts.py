@@ -201,3 +201,18 @@ def test_report_verdicts_command_runs_nothing_and_refuses_a_bad_scale(tmp_path, 
     with pytest.raises(SystemExit) as e:
         main(["verdicts", "--scale", "huge"])
     assert e.value.code == 2 and "--scale=huge must be one of tiny, small, paper" in capsys.readouterr().err
+
+
+def test_the_learnt_premises_count_a_task_at_the_ceiling_as_learnt(tmp_path):
+    """Table 1's Original >= zero-shot + 10 cannot hold for a task that starts at 90 (amazon on SmolLM2, 90 -> 97
+    at lr 1e-4): at or above the premise's ceiling a task counts as learnt; below it the margin decides."""
+    from taskneurons.report.measures import p_table1_original_over_zeroshot
+
+    fine = tmp_path / "multiruns" / "table1_tiny" / "finetune"
+    run(fine / "seed1", job="train", seed=1, before={"amazon": {"score": 90.0}, "sst2": {"score": 70.0}},
+        tasks={"amazon": {"score": 97.0}, "sst2": {"score": 85.0}})
+    src = Sources(tmp_path, "tiny")
+    ok, detail = p_table1_original_over_zeroshot({"margin": 10, "ceiling": 90}, None, None, src)
+    assert ok and "sst2" in detail and "+15.0" in detail and "1 at or above the ceiling 90" in detail
+    ok, detail = p_table1_original_over_zeroshot({"margin": 10}, None, None, src)  # no ceiling: amazon's +7 fails
+    assert not ok and "+7.0 (amazon" in detail
