@@ -369,3 +369,24 @@ def test_an_analysis_reads_the_newest_job_per_cell_and_refuses_stale_caps(tmp_pa
     _job(sweep, "4", ["neurons.proportion=1.0"], 1, 99, 500, score=0.0)  # an older grid's job, other caps
     with pytest.raises(ConfigError, match="optim.max_steps"):
         load_jobs(sweep, "fig2")
+
+
+def test_report_builds_every_analysis_artefact_through_the_analyze_app(tmp_path, monkeypatch, capsys):
+    """One CLI for every table and figure: `python -m taskneurons.report table8 key=value ...` runs the analyze
+    app's overlap command with analyze.artefact=table8 and the user's overrides (here it stops, as the app does,
+    at the missing neuron sets: one error line, exit 2)."""
+    import sys
+
+    from taskneurons.report.__main__ import analysis_command, main
+
+    assert {a: analysis_command(a) for a in ("fig2", "fig6", "table8", "table9", "fig3", "table4", "table1")} == {
+        "fig2": "proportions", "fig6": "proportions", "table8": "overlap", "table9": "controlled",
+        "fig3": "similarity", "table4": "correlate", "table1": None}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["python -m taskneurons.report"])
+    with pytest.raises(SystemExit) as e:
+        main(["table8", "experiment=generalization_tiny", f"neurons.store_dir={tmp_path}/store", "logger=csv",
+              f"hydra.run.dir={tmp_path}/run"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no stored neuron set for task 'amazon'" in err

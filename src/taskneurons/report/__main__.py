@@ -1,6 +1,8 @@
 """Reports: ``python -m taskneurons.report <command> ...``.
 
 - ``table5 | fig4 SWEEP --scale S [--seeds 1,2,3]``: the continual-learning artefacts (report/continual.py).
+- ``fig2 | fig6 | table8 | table9 | fig3 | table4 [key=value ...]``: the analyses' artefacts, through the analyze
+  Hydra app (``python -m taskneurons.analyze <command> analyze.artefact=<name> key=value ...``).
 - ``table1 | table2 | fig5 SWEEP --scale S --seeds 1,2,3``: the artefact from its sweep, mean ± 95 % CI per
   cell and paired tests, written to ``outputs/results/<artefact>/<scale>/`` (table.md, result.json, PNGs).
   ``table2 SWEEP`` without ``--scale`` prints the plain table and writes ``SWEEP/table2.json`` (as before).
@@ -141,12 +143,27 @@ def report_all(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def analysis_command(artefact: str) -> str | None:
+    """The ``python -m taskneurons.analyze`` command that builds ``artefact`` (fig2 -> proportions, ...)."""
+    from taskneurons.analyze.jobs import ARTEFACTS
+
+    return next((cmd for cmd, names in ARTEFACTS.items() if artefact in names), None)
+
+
 def main(argv: list[str] | None = None) -> None:
     args_in = sys.argv[1:] if argv is None else list(argv)
     if args_in[:1] and args_in[0] in ("table5", "fig4"):  # one CLI: the continual artefacts have their own parser
         from taskneurons.report.continual import main as continual_main
 
         return continual_main(args_in)
+    command = analysis_command(args_in[0]) if args_in[:1] else None
+    if command is not None:  # the analyses' artefacts: the analyze Hydra app, its overrides as given
+        import runpy
+
+        # run as __main__, as `python -m taskneurons.analyze` is: Hydra finds conf/ beside that file
+        sys.argv = ["python -m taskneurons.analyze", command, f"analyze.artefact={args_in[0]}", *args_in[1:]]
+        runpy.run_module("taskneurons.analyze", run_name="__main__", alter_sys=True)
+        return None
     ap = argparse.ArgumentParser(prog="python -m taskneurons.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="kind", required=True)
@@ -177,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None, help="comma-separated artefact names")
     p.add_argument("--no-run", action="store_true", help="only gather what exists")
     p.add_argument("--no-wandb", action="store_true")
+    for name in ("fig2", "fig6", "table8", "table9", "fig3", "table4"):
+        sub.add_parser(name, help=f"{name} through python -m taskneurons.analyze {analysis_command(name)} [key=value ...]")
     sub.add_parser("table5", help="Table 5 from a continual sweep: table5 SWEEP --scale S [--seeds ...]")
     sub.add_parser("fig4", help="Fig. 4 from a continual sweep: fig4 SWEEP --scale S [--order O] [--seeds ...]")
     args = ap.parse_args(argv)
