@@ -434,7 +434,7 @@ def export_continual(run_dir: str | Path, folder: str | Path, stage: int | None 
     ``run_dir``: the run's folder (``metrics.json`` beside its config). NCFT, SeqFT, MIGU and MTL weights as
     trained; SeqLoRA and O-LoRA adapters merged; W-NCFT needs ``task`` (its rows are weighted per task).
     ``verify=True`` re-scores the export on the run's own test examples and adds ``verify``: per task the
-    run's score, the export's, and how many examples got the same verdict. Per-Task FT keeps no weights
+    run's score and the export's, and their mean gold-label log-likelihoods. Per-Task FT keeps no weights
     (ConfigError). Every check runs before the model loads.
     """
     from taskneurons.continual.export import open_continual_run, stage_model
@@ -449,6 +449,7 @@ def export_continual(run_dir: str | Path, folder: str | Path, stage: int | None 
         record["verify"] = verify_export(run, exported)
     save_hf_folder(exported.model, exported.tok, folder, record, push_to_hub, private)
     return {**record, "folder": str(folder)}
+
 
 __all__ = [
     "NeuronConfig", "NeuronScores", "attach_deltas", "deactivated", "deactivation_callback", "evaluate_task",

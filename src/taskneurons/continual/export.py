@@ -29,9 +29,6 @@ from taskneurons.runtime.resume import JobState
 from taskneurons.runtime.session import Session
 from taskneurons.runtime.validation import checked_task_specs
 
-# the methods whose evaluation model is one per task (the task must be named)
-PER_TASK_ROWS = ("wncft",)
-
 
 @dataclass
 class ContinualRunRecord:
@@ -110,14 +107,12 @@ def open_continual_run(run_dir: str | Path) -> ContinualRunRecord:
         raise ConfigError(f"{run_dir}: neither config.yaml nor .hydra/config.yaml; the run's config is needed "
                           "to load its base model")
     cfg = OmegaConf.load(cfg_path)
-    meta_path = run_dir / "run_meta.json"
-    resolved = None
-    if meta_path.is_file():
+    if cfg_path is not complete and str(cfg.model.get("dtype")) == "auto":  # config.yaml holds the resolved dtype
+        meta_path = run_dir / "run_meta.json"
         try:
             resolved = json.loads(meta_path.read_text()).get("precision", {}).get("resolved")
-        except (ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             resolved = None
-    if cfg_path is not complete and str(cfg.model.get("dtype")) == "auto":
         if resolved is None:
             raise ConfigError(f"{meta_path}: the run asked for model.dtype=auto and its run_meta.json (which says "
                               "what it resolved to) is missing; export after the run finishes")
@@ -133,7 +128,8 @@ def open_continual_run(run_dir: str | Path) -> ContinualRunRecord:
 def choose_stage(run: ContinualRunRecord, stage: int | None, task: str | None) -> tuple[int, str | None]:
     """``(stage, task)`` checked against the run: ``stage`` 1..stages done (default the last), ``task`` one
     of the evaluated tasks, required for W-NCFT and refused elsewhere (one model serves every task)."""
-    if not REGISTRY[run.method].keeps_weights:
+    method = REGISTRY[run.method]
+    if not method.keeps_weights:
         raise ConfigError(f"{run.run_dir}: a {run.method} run keeps no weights (every stage starts again from the "
                           "pre-trained model; only its scores are recorded); train the task alone with "
                           "python -m taskneurons.train save_model=true, or export a seqft/migu/mtl/ncft/wncft/"
@@ -145,7 +141,7 @@ def choose_stage(run: ContinualRunRecord, stage: int | None, task: str | None) -
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= done:
         raise ConfigError(f"stage={stage!r}: {run.run_dir} finished stages 1..{done} "
                           f"({', '.join(run.metrics['stage_names'][:done])}); name one of them")
-    if run.method in PER_TASK_ROWS:
+    if method.model_per_task:
         if task is None:
             raise ConfigError(f"task: W-NCFT evaluates every task with its own weighted rows; name the task whose "
                               f"model to export (one of {', '.join(run.eval_tasks)})")
@@ -169,9 +165,9 @@ def stage_model(run: ContinualRunRecord, stage: int | None = None, task: str | N
             raise ConfigError(f"{run.state.dir}/stage{i}.pt: stage {i + 1}'s checkpoint is missing or damaged; "
                               "rerun the continual job (it retrains that stage)")
         payloads.append(done)
-    if run.method == "mtl" and not payloads[0]["payload"]:
-        raise ConfigError(f"{run.state.dir}/stage0.pt: this MTL run kept no weights (it predates MTL checkpoints); "
-                          "rerun it to export its model")
+    if not payloads[-1]["payload"]:
+        raise ConfigError(f"{run.state.dir}/stage{k - 1}.pt: this {run.method} run kept no weights in its stage "
+                          "checkpoint (an MTL run from before MTL kept them); rerun it to export its model")
     model, tok = load_model_and_tokenizer(run.cfg.model, run.cfg.paths.get("model_cache"))
     ctx = _ReplayContext(run.cfg, model, tok, run.state, run.order, run.eval_tasks)
     method.setup_replay(ctx)
@@ -185,7 +181,7 @@ def stage_model(run: ContinualRunRecord, stage: int | None = None, task: str | N
         "stage_name": run.metrics["stage_names"][k - 1], "task": task, "model": str(run.cfg.model.name),
         "seed": int(run.cfg.seed), "stages_done": run.stages_done, "dtype": str(model.dtype).removeprefix("torch."),
     }
-    if run.method == "wncft":
+    if method.model_per_task:
         provenance["wncft"] = {"variant": method.variant, "weights_of": task}
     return StageModel(model, tok, k, task, provenance)
 
@@ -206,13 +202,14 @@ def _plain_model(method: Method, ctx: _ReplayContext, task: str | None) -> Any:
 def verify(run: ContinualRunRecord, exported: StageModel, tasks: list[str] | None = None) -> dict[str, dict]:
     """Score ``exported`` on the run's own test examples of ``tasks`` (default: every task the run scored
     with this model after the stage) and compare with the run's row: per task the two scores and, for
-    classification, the two mean gold-label log-likelihoods (a continuous reading). W-NCFT with inferred task identity scored each example with the rows of
-    the task it guessed, so only the chosen task is compared, against the oracle reading when recorded."""
+    classification, the two mean gold-label log-likelihoods (a continuous reading). W-NCFT with inferred task
+    identity scored each example with the rows of the task it guessed, so only the chosen task is compared,
+    against the oracle reading when recorded."""
     row = run.metrics["results"][exported.stage - 1]
     if tasks is None:
         tasks = [exported.task] if exported.task is not None else list(row)
     reference = {t: row[t] for t in tasks}
-    if run.method == "wncft" and str(run.cfg.continual.wncft.task_identity) != "oracle":
+    if REGISTRY[run.method].model_per_task and str(run.cfg.continual.wncft.task_identity) != "oracle":
         compare = run.metrics["stage_info"][exported.stage - 1].get("compare", {})
         oracle = compare.get(f"{run.cfg.continual.wncft.variant}/oracle")
         if oracle is None:

@@ -49,6 +49,7 @@ class Stage:
 class Method:
     name = "base"
     keeps_weights = True  # its stage checkpoints replay the trained model (False: only the scores are kept)
+    model_per_task = False  # True: after a stage each task is evaluated with weights of its own (W-NCFT)
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -305,6 +306,7 @@ class WNCFT(NCFT):
 
     name = "wncft"
     keep_before = True
+    model_per_task = True
 
     def setup(self, ctx):
         super().setup(ctx)

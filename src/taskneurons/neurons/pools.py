@@ -21,17 +21,13 @@ DEFINITIONS = ("output_units", "intermediate")
 Key = tuple[int, str]
 
 
-# what part of a matrix a unit owns: its weight row ("w"), its bias entry ("b"), its weight column ("c")
-UNIT_PARAM_KINDS = ("w", "b", "c")
-
-
 @dataclass(frozen=True)
 class UnitParam:
     """One parameter tensor of a pool's neurons, seen with the unit axis first."""
 
     name: str  # "<layer>.<pool>/<matrix>/<kind>": stable; W-NCFT rows in stage checkpoints are keyed on it
     matrix: FFNMatrix
-    kind: str  # one of UNIT_PARAM_KINDS
+    kind: str  # what of the matrix a unit owns: its weight row "w", its bias entry "b", its weight column "c"
 
     def tensor(self) -> torch.Tensor:
         """``[n_units, ...]``: a view, so in-place writes (index_copy_, index_fill_, index_add_) reach the model."""

@@ -47,10 +47,12 @@ class NeuronDeltas(nn.Module):
                 self._units.append((up, name, pool.key))
 
     def delta_params(self) -> list[tuple[str, nn.Parameter, torch.Tensor, Key]]:
-        """``(kind, delta, unit indices, pool key)`` per neuron parameter (kind: UNIT_PARAM_KINDS); a
-        ``"c"`` delta has its units on axis 1, the others on axis 0."""
-        store = {"w": self.row_w, "b": self.row_b, "c": self.col_w}
-        return [(up.kind, store[up.kind][name], self._index(name), key) for up, name, key in self._units]
+        """``(kind, delta, unit indices, pool key)`` per neuron parameter (kind as in ``UnitParam``: w, b, c);
+        a ``"c"`` delta has its units on axis 1, the others on axis 0."""
+        return [(up.kind, self._delta(up.kind, name), self._index(name), key) for up, name, key in self._units]
+
+    def _delta(self, kind: str, name: str) -> nn.Parameter:
+        return {"w": self.row_w, "b": self.row_b, "c": self.col_w}[kind][name]
 
     def _set_index(self, name: str, idx: torch.Tensor) -> None:
         # a buffer, so the indices follow the module to the training device
@@ -104,7 +106,8 @@ class NeuronDeltas(nn.Module):
         self.detach()
         for up, name, _ in self._units:
             t = up.tensor()
-            delta = {"w": self.row_w, "b": self.row_b}[up.kind][name] if up.kind != "c" else self.col_w[name].t()
+            delta = self._delta(up.kind, name)
+            delta = delta.t() if up.kind == "c" else delta  # stored [out, n]; the unit-first view wants [n, out]
             t.index_add_(0, self._index(name), delta.to(t.dtype))
         for p in self.parameters():
             p.zero_()

@@ -194,8 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None, help="comma-separated artefact names")
     p.add_argument("--no-run", action="store_true", help="only gather what exists")
     p.add_argument("--no-wandb", action="store_true")
-    for name in ("fig2", "fig6", "table8", "table9", "fig3", "table4"):
-        sub.add_parser(name, help=f"{name} through python -m taskneurons.analyze {analysis_command(name)} [key=value ...]")
+    from taskneurons.analyze.jobs import ARTEFACTS
+
+    for command, names in ARTEFACTS.items():
+        for name in names:
+            sub.add_parser(name, help=f"{name} through python -m taskneurons.analyze {command} [key=value ...]")
     sub.add_parser("table5", help="Table 5 from a continual sweep: table5 SWEEP --scale S [--seeds ...]")
     sub.add_parser("fig4", help="Fig. 4 from a continual sweep: fig4 SWEEP --scale S [--order O] [--seeds ...]")
     args = ap.parse_args(argv)
