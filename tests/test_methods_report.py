@@ -46,3 +46,15 @@ def test_methods_artefact_at_tiny_scale(tmp_path):
     # |g·a| tracks |ΔL| on a random-init model far better than chance; random scores do not
     assert n["spearman"]["rotten_tomatoes"]["grad_x_act"]["abs"]["lo"] > 0.3
     assert abs(n["spearman"]["rotten_tomatoes"]["random"]["abs"]["rho"]) < 0.2
+
+
+def test_the_small_preset_resolves_model_dtype_auto_before_its_memory_check(tmp_path):
+    """`make methods SCALE=small` composes SmolLM2 with `model.dtype: auto`; the memory check needs a concrete
+    dtype (it stopped with KeyError 'auto' before), so the preset resolves it as every entry point does."""
+    from taskneurons.analyze.methods_report import compose_config
+    from taskneurons.models.precision import DTYPES
+    from taskneurons.runtime.memory_check import check_memory
+
+    cfg = compose_config("small", [], tmp_path)
+    assert cfg.model.dtype_requested == "auto" and cfg.model.dtype in DTYPES
+    check_memory(cfg)  # raised KeyError: 'auto'

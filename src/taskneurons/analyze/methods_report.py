@@ -31,9 +31,14 @@ def compose_config(scale: str, overrides: list[str], out: Path):
 
     if scale not in PRESETS:
         raise ConfigError(f"--scale={scale} must be one of {', '.join(PRESETS)} for the methods artefact")
+    from taskneurons.runtime.precision import apply_precision
+
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="identify", overrides=[*PRESETS[scale]["overrides"], "logger=none",
-                                                          f"paths.output_root={out}", *overrides])
+        cfg = compose(config_name="identify", overrides=[*PRESETS[scale]["overrides"], "logger=none",
+                                                         f"paths.output_root={out}", *overrides])
+    # as every entry point does before its memory check: `auto` becomes the dtype this device computes fast
+    apply_precision(cfg)
+    return cfg
 
 
 def run_methods(scale: str, overrides: list[str], out: Path, n_boot: int = 1000,
