@@ -24,6 +24,8 @@ HYDRA_ARGS ?=
 STAMP_NOW := $(shell date +%Y%m%d-%H%M%S)
 OUT := $(or $(TASKNEURONS_OUTPUT),outputs)
 comma := ,
+empty :=
+space := $(empty) $(empty)
 ifeq ($(shell [[ "$(SEEDS)" =~ ^[1-9][0-9]*$$ ]] && echo ok),)
   $(error SEEDS=$(SEEDS) must be a whole number >= 1 (the number of seeds each cell runs over))
 endif
@@ -38,10 +40,9 @@ ifneq ($(UNKNOWN_ARTEFACTS),)
   $(error unknown artefact $(UNKNOWN_ARTEFACTS): choose from $(ARTEFACT_NAMES) (experiments/artefacts.yaml))
 endif
 ARTEFACT_CMD = make $@ SCALE=$(SCALE) SEEDS=$(SEEDS)$(if $(HYDRA_ARGS), HYDRA_ARGS='$(HYDRA_ARGS)')
-# one training job per task (Table 2 trains each task alone)
-TABLE2_TASKS_tiny := [rotten_tomatoes],[bbc_topic]
-TABLE2_TASKS_small := [rotten_tomatoes],[bbc_topic],[bbc_title]
-TABLE2_TASKS_paper := [amazon],[qqp],[mnli],[sciqa],[e2e],[cnn]
+# The grids the targets sweep live in the configs: conf/sweep/<artefact>.yaml names the swept keys, the
+# experiment (or continual/scale) of each SCALE their values (`grid:`). Narrow one with HYDRA_ARGS, e.g.
+# HYDRA_ARGS='train_tasks=[bbc_topic]' (a command-line value of a swept key wins over the grid).
 # Table 1 as the paper ran it: deactivate neurons of the multi-task fine-tuned model (TABLE1_MODEL=zeroshot: the base model).
 # HYDRA_ARGS go to both steps (data/task caps); TABLE1_FT_ARGS to the fine-tuning step only (e.g. optim.max_steps=6)
 TABLE1_MODEL ?= multitask
@@ -118,18 +119,18 @@ table6: install  ## Table 6: the same on Bloom-7b1 (paper scale only; zero-shot 
 	  --seeds $(SEED_LIST) --command "$(ARTEFACT_CMD)"
 
 table2: install  ## Table 2: zero-shot vs Train-Random vs Train-Task, one sweep job per task x set x seed (SCALE, SEEDS)
-	$(PY) -m taskneurons.train --multirun experiment=table2_$(SCALE) neurons=task,random \
-	  "train_tasks=$(TABLE2_TASKS_$(SCALE))" seed=$(SEED_LIST) hydra.sweep.dir=$(T2) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.train --multirun experiment=table2_$(SCALE) sweep=table2 seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(T2) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(PY) -m taskneurons.report table2 $(T2) --scale $(SCALE) --seeds $(SEED_LIST) --paper table2 --command "$(ARTEFACT_CMD)"
 
 table7: install  ## Table 7: Table 2 on Bloom-7b1 (paper scale only)
-	$(PY) -m taskneurons.train --multirun experiment=table7_paper neurons=task,random \
-	  "train_tasks=$(TABLE2_TASKS_paper)" seed=$(SEED_LIST) hydra.sweep.dir=$(OUT)/multiruns/table7_paper $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.train --multirun experiment=table7_paper sweep=table2 seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(OUT)/multiruns/table7_paper $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(PY) -m taskneurons.report table2 $(OUT)/multiruns/table7_paper --name table7 --paper table7 --scale paper \
 	  --seeds $(SEED_LIST) --command "$(ARTEFACT_CMD)"
 
 fig5: install  ## Fig. 5: task x task deactivation matrix for output_units (all/W1/W2) and intermediate, diagonal dominance (SCALE, SEEDS)
-	$(PY) -m taskneurons.evaluate --multirun experiment=fig5_$(SCALE) neurons.matrices=all,W1,W2 seed=$(SEED_LIST) \
+	$(PY) -m taskneurons.evaluate --multirun experiment=fig5_$(SCALE) sweep=fig5 seed=$(SEED_LIST) \
 	  hydra.sweep.dir=$(F5) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(PY) -m taskneurons.evaluate --multirun experiment=fig5_$(SCALE) neurons.definition=intermediate seed=$(SEED_LIST) \
 	  hydra.sweep.dir=$(F5) $(BY_OVERRIDES) $(HYDRA_ARGS)
@@ -145,54 +146,32 @@ GEN_SEED1 = $(firstword $(subst $(GEN_COMMA), ,$(SEED_LIST)))
 GEN_ARGS = $(GEN) seed=$(GEN_SEED1) analyze.scale=$(SCALE) analyze.seeds=[$(SEED_LIST)] logger=$(GEN_LOGGER)
 GEN_ANALYZE = TASKNEURONS_ARTEFACT_CMD="$(ARTEFACT_CMD)" $(PY) -m taskneurons.analyze
 GEN_COMMA := ,
-GEN_PROPS_tiny := 0.1,1.0
-GEN_PROPS_small := 0.1,0.3,0.5,0.7,1.0
-GEN_PROPS_paper := 0.1,0.3,0.5,0.7,1.0
-# (after GEN_PROPS_*: `:=` expands at once, so defined before them these were empty and table8 failed)
-T8_PROPS_tiny := 0.1,0.3,0.5,1.0
-T8_PROPS_small := $(GEN_PROPS_small)
-T8_PROPS_paper := $(GEN_PROPS_paper)
-GEN_OOD := sst2,paws,gptnli,tweetqa,commongen,xsum
-GEN_ALL := [amazon,qqp,mnli,sciqa,e2e,cnn,$(GEN_OOD)]
-FIG6_TASKS_tiny := amazon,sciqa
-FIG6_TASKS_small := amazon,qqp,mnli,sciqa,e2e,cnn
-FIG6_TASKS_paper := amazon,qqp,mnli,sciqa,e2e,cnn
-FIG3_TASKS := [amazon,$(GEN_OOD)],[qqp,$(GEN_OOD)],[mnli,$(GEN_OOD)],[sciqa,$(GEN_OOD)],[e2e,$(GEN_OOD)],[cnn,$(GEN_OOD)]
-# Tables 9-11: trained sizes x controlled overlap rates, and which row blocks (T9_BLOCKS=cls-cls gen-gen gen-cls)
-T9_SIZES_tiny := 0.3
-T9_SIZES_small := 0.1,0.3
-T9_SIZES_paper := 0.1,0.3,0.5
-T9_OVERLAPS_tiny := 0.5,1.0
-T9_OVERLAPS_small := 0.1,0.5,1.0
-T9_OVERLAPS_paper := 0.1,0.3,0.5,0.7,1.0
-T9_BLOCKS ?= $(if $(filter paper,$(SCALE)),cls-cls gen-gen gen-cls,cls-cls)
-T9_cls-cls := train_tasks=[amazon,qqp,mnli] 'task=[amazon,qqp,mnli,sst2,paws,gptnli]' neurons.controlled.test_tasks=[sst2,paws,gptnli]
-T9_gen-gen := train_tasks=[sciqa,e2e,cnn] 'task=[sciqa,e2e,cnn,tweetqa,commongen,xsum]' neurons.controlled.test_tasks=[tweetqa,commongen,xsum]
-T9_RUN = $(PY) -m taskneurons.train --multirun $(GEN) neurons=controlled $(T9_$(1)) neurons.proportion=$(T9_SIZES_$(SCALE)) neurons.controlled.overlap=$(T9_OVERLAPS_$(SCALE)) seed=$(SEED_LIST) hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
-T9_gen-cls := train_tasks=[sciqa,e2e,cnn] 'task=[sciqa,e2e,cnn,sst2,paws,gptnli]' neurons.controlled.test_tasks=[sst2,paws,gptnli]
+# Tables 9-11's blocks: T9_BLOCKS='cls-cls gen-gen' overrides the scale's grid.t9_blocks (conf/t9_block/)
+T9_BLOCKS ?=
 
 gen-neurons: install  ## (used by table8/fig3) identify the 12 Table 3 tasks' neurons once per SCALE (stored, reused)
-	$(PY) -m taskneurons.identify $(GEN) 'task=$(GEN_ALL)' seed=$(GEN_SEED1) hydra.run.dir=$(OUT)/multiruns/gen_neurons_$(SCALE) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.identify $(GEN) +group=table3 seed=$(GEN_SEED1) hydra.run.dir=$(OUT)/multiruns/gen_neurons_$(SCALE) $(HYDRA_ARGS)
 
 fig2: install  ## Fig. 2: CLS and GEN groups trained at 10..100 % of their task neurons, ID + OOD scores (SCALE, SEEDS)
-	$(PY) -m taskneurons.train --multirun $(GEN) +group=cls,gen neurons.proportion=$(GEN_PROPS_$(SCALE)) seed=$(SEED_LIST) \
+	$(PY) -m taskneurons.train --multirun $(GEN) sweep=fig2 seed=$(SEED_LIST) \
 	  hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(GEN_ANALYZE) proportions $(GEN_ARGS) analyze.artefact=fig2 analyze.sweep_dir=$(GEN_SWEEP)
 
 fig6: install  ## Fig. 6: each training task alone at 10..100 % of its neurons, its own score (SCALE, SEEDS)
-	$(PY) -m taskneurons.train --multirun $(GEN) task=$(FIG6_TASKS_$(SCALE)) neurons.proportion=$(GEN_PROPS_$(SCALE)) \
-	  seed=$(SEED_LIST) hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
+	$(PY) -m taskneurons.train --multirun $(GEN) sweep=fig6 seed=$(SEED_LIST) \
+	  hydra.sweep.dir=$(GEN_SWEEP) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(GEN_ANALYZE) proportions $(GEN_ARGS) analyze.artefact=fig6 analyze.sweep_dir=$(GEN_SWEEP)
 
 table8: gen-neurons  ## Table 8: overlap (Jaccard of unions) of training vs test neuron sets per proportion, + per layer
-	$(GEN_ANALYZE) overlap $(GEN_ARGS) analyze.artefact=table8 analyze.proportions=[$(T8_PROPS_$(SCALE))]
+	$(GEN_ANALYZE) overlap $(GEN_ARGS) analyze.artefact=table8
 
 table9: install  ## Tables 9-11: controlled overlap, trained size x overlap rate (SCALE, SEEDS, T9_BLOCKS)
-	$(foreach b,$(T9_BLOCKS),$(call T9_RUN,$(b)) &&) true
+	$(PY) -m taskneurons.train --multirun $(GEN) sweep=table9 seed=$(SEED_LIST) hydra.sweep.dir=$(GEN_SWEEP) \
+	  $(if $(strip $(T9_BLOCKS)),+t9_block=$(subst $(space),$(GEN_COMMA),$(strip $(T9_BLOCKS)))) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(GEN_ANALYZE) controlled $(GEN_ARGS) analyze.artefact=table9 analyze.sweep_dir=$(GEN_SWEEP)
 
 fig3: gen-neurons  ## Fig. 3: per-layer parameter similarity, one fully fine-tuned model per training task (SCALE)
-	$(PY) -m taskneurons.train --multirun $(GEN) intervention=finetune_full save_model=true 'task=$(FIG3_TASKS)' \
+	$(PY) -m taskneurons.train --multirun $(GEN) sweep=fig3 \
 	  seed=$(GEN_SEED1) hydra.sweep.dir=$(OUT)/multiruns/fig3_$(SCALE) $(BY_OVERRIDES) $(HYDRA_ARGS)
 	$(GEN_ANALYZE) similarity $(GEN_ARGS) analyze.artefact=fig3 analyze.sweep_dir=$(OUT)/multiruns/fig3_$(SCALE)
 
@@ -200,24 +179,22 @@ table4: fig3  ## Table 4: Pearson / Spearman (p-values) of similarity vs OOD sco
 	$(GEN_ANALYZE) correlate $(GEN_ARGS) analyze.artefact=table4
 
 # Table 5 / Fig. 4 (continual learning, helper B): methods x orders; CL_ORDERS / CL_METHODS narrow a sweep
-CL_METHODS ?= seqft,seqlora,olora,ncft,wncft,pertask,migu
-CL_ORDERS_tiny := order1,order4
-CL_ORDERS_small := order1
-CL_ORDERS_paper := order1,order2,order3,order4,order5,order6
-CL_ORDERS ?= $(CL_ORDERS_$(SCALE))
-FIG4_ORDER ?= order4
+# (the grids: conf/sweep/table5|fig4.yaml, every method; the orders per scale in conf/continual/scale/)
+CL_METHODS ?=
+CL_ORDERS ?=
+FIG4_ORDER ?=
 # one folder per job, <method>_<order>_seed<n> (override_dirname would nest folders at the group's "/")
 CL_SUBDIR := 'hydra.sweep.subdir=$${continual.method.name}_$${continual.named_order.name}_seed$${seed}'
-CL_SWEEP = $(PY) -m taskneurons.continual --multirun continual/scale=$(SCALE) continual/method=$(CL_METHODS) \
-	  seed=$(SEED_LIST) $(CL_SUBDIR) $(HYDRA_ARGS)
+CL_SWEEP = $(PY) -m taskneurons.continual --multirun continual/scale=$(SCALE) seed=$(SEED_LIST) $(CL_SUBDIR) \
+	  $(if $(CL_METHODS),continual/method=$(CL_METHODS)) $(HYDRA_ARGS)
 
 table5: install  ## Table 5: CL (average accuracy after the last task) per method x order, beside the paper's (SCALE, SEEDS, CL_ORDERS)
-	$(CL_SWEEP) continual/order=$(CL_ORDERS) hydra.sweep.dir=$(OUT)/multiruns/table5_$(SCALE)
+	$(CL_SWEEP) sweep=table5 $(if $(CL_ORDERS),continual/order=$(CL_ORDERS)) hydra.sweep.dir=$(OUT)/multiruns/table5_$(SCALE)
 	$(PY) -m taskneurons.report table5 $(OUT)/multiruns/table5_$(SCALE) --scale $(SCALE) --command "$(ARTEFACT_CMD)"
 
 fig4: install  ## Fig. 4: FG retention per stage on the 8-task order (FIG4_ORDER=order4), every method vs Per-Task FT (SCALE, SEEDS)
-	$(CL_SWEEP) continual/order=$(FIG4_ORDER) hydra.sweep.dir=$(OUT)/multiruns/fig4_$(SCALE)
-	$(PY) -m taskneurons.report fig4 $(OUT)/multiruns/fig4_$(SCALE) --scale $(SCALE) --order $(FIG4_ORDER) --command "$(ARTEFACT_CMD)"
+	$(CL_SWEEP) sweep=fig4 $(if $(FIG4_ORDER),continual/order=$(FIG4_ORDER)) hydra.sweep.dir=$(OUT)/multiruns/fig4_$(SCALE)
+	$(PY) -m taskneurons.report fig4 $(OUT)/multiruns/fig4_$(SCALE) --scale $(SCALE) --order $(or $(FIG4_ORDER),order4) --command "$(ARTEFACT_CMD)"
 
 methods: install  ## the neuron scorers (neurons.method) vs exact ablation: Spearman, ablation curves, specificity, cost (SCALE=tiny|small, HYDRA_ARGS)
 	$(PY) -m taskneurons.report methods --scale $(SCALE) --command "$(ARTEFACT_CMD)" $(HYDRA_ARGS)

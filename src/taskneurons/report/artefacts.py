@@ -68,26 +68,33 @@ def md_table(table: dict[str, Any], digits: int | None = None) -> str:
 
 
 def render_md(result: dict[str, Any]) -> str:
-    out = [f"# {result['title']} ({result['scale']} scale)", "",
-           f"model `{result.get('model')}`, seeds {result.get('seeds')}, git `{result.get('git_sha')}`", ""]
+    """An artefact's ``table.md``: its title, then :func:`render_body` with figures beside the file."""
+    return "\n".join([f"# {result['title']} ({result['scale']} scale)", "", *render_body(result), ""])
+
+
+def render_body(result: dict[str, Any], level: int = 2, figure_dir: Path | str = "") -> list[str]:
+    """The one layout of an artefact below its title: provenance, tables (or the builder's own markdown), the
+    paper's numbers, notes, figures, commands and caps. ``table.md`` uses it at heading ``level`` 2; the report
+    README (report/collect.py) nests it one level deeper, with figure paths relative to the README."""
+    h = "#" * level
+    out = [f"model `{result.get('model')}`, seeds {result.get('seeds')}, git `{result.get('git_sha')}`", ""]
     if result.get("body_md"):
         out += [result["body_md"], ""]
     else:
         for name, table in ordered_tables(result):
-            out += [f"## {name}", "", md_table(table), ""]
+            out += [f"{h} {name}", "", md_table(table), ""]
     paper = result.get("paper") or {}
-    if paper.get("tables"):
-        for name, table in paper["tables"].items():
-            out += [f"## paper: {name}", "", md_table(table), ""]
-    for t in paper.get("trends", []):
-        out.append(f"- paper: {t}")
+    for name, table in (paper.get("tables") or {}).items():
+        model = f" (model {paper['model']})" if paper.get("model") else ""
+        out += [f"{h} paper: {name}{model}", "", md_table(table), ""]
+    out += [f"- paper: {t}" for t in paper.get("trends", [])]
     if result.get("notes"):
         out += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
     for fig in result.get("figures", []):
-        out += ["", f"![{fig}]({fig})"]
+        out += ["", f"![{fig}]({Path(figure_dir) / fig if str(figure_dir) else fig})"]
     out += ["", "Commands:", "", "```bash", *result.get("commands", []), "```", "",
-            "Caps: " + ", ".join(f"`{k}={v}`" for k, v in (result.get("caps") or {}).items()), ""]
-    return "\n".join(out)
+            "Caps: " + ", ".join(f"`{k}={v}`" for k, v in (result.get("caps") or {}).items())]
+    return out
 
 
 def ordered_tables(result: dict[str, Any]) -> list[tuple[str, dict]]:

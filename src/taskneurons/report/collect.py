@@ -20,7 +20,7 @@ import yaml
 
 from taskneurons import EXPERIMENTS_DIR, PROJECT_ROOT
 from taskneurons.errors import ConfigError
-from taskneurons.report.artefacts import SCALES, md_table, ordered_tables, output_root, results_dir
+from taskneurons.report.artefacts import SCALES, md_table, output_root, render_body, results_dir
 from taskneurons.runtime.atomic import atomic_write_json, atomic_write_text
 from taskneurons.runtime.code_hash import code_hash
 from taskneurons.runtime.metadata import git_state
@@ -101,19 +101,8 @@ def _section(name: str, st: dict, readme_dir: Path) -> list[str]:
     if not st["result"].is_file():
         return out + [f"No result: `make {e['target']} SCALE=...` writes `{st['result']}`.", ""]
     r = json.loads(st["result"].read_text())
-    out += [f"{r.get('title', '')} — model `{r.get('model')}`, seeds {r.get('seeds')}, git `{r.get('git_sha')}`", ""]
-    for tname, table in ordered_tables(r):
-        out += [f"**{tname}**", "", md_table(table), ""]
-    paper = r.get("paper") or {}
-    for tname, table in (paper.get("tables") or {}).items():
-        out += [f"**{tname}** (model {paper.get('model')})", "", md_table(table), ""]
-    out += [f"- paper: {t}" for t in paper.get("trends", [])]
-    out += [f"- {n}" for n in r.get("notes", [])]
     rel = Path("..") / st["result"].parent.relative_to(output_root()) if st["result"].is_relative_to(output_root()) else st["result"].parent
-    out += [f"\n![{f}]({rel / f})" for f in r.get("figures", [])]
-    out += ["", "Commands:", "", "```bash", *r.get("commands", []), "```",
-            "Caps: " + ", ".join(f"`{k}={v}`" for k, v in (r.get("caps") or {}).items()), ""]
-    return out
+    return out + [f"{r.get('title', '')}", "", *render_body(r, level=3, figure_dir=rel), ""]
 
 
 def verdict_section(scale: str, readme_dir: Path) -> list[str]:
