@@ -19,6 +19,7 @@ from taskneurons.report.verdicts import (
     HOLDS,
     INCONCLUSIVE,
     Measured,
+    NoData,
     PremiseResult,
     evaluate,
     judge,
@@ -109,18 +110,52 @@ def task(scores: list[float], kind: str = "classification") -> dict:
             "per_example": {"ids": [f"e{i}" for i in range(len(scores))], "scores": scores}}
 
 
+FLAT = [2.0 - 0.03 * i for i in range(40)] + [0.8 + 0.01 * (i % 2) for i in range(10)]  # fell, then flat
+
+
+def test_tail_decline_known_answers():
+    from taskneurons.lit.losses import tail_decline
+
+    falling = [2.0 - i / 99 for i in range(100)]  # a straight line from 2 to 1: the last 20 fall by 19/99
+    assert tail_decline(falling) == pytest.approx((19 / 99) / (sum(falling[80:]) / 20), abs=1e-4)
+    assert tail_decline([1.0] * 50) == 0.0
+    assert tail_decline(list(reversed(falling))) < 0  # rising at the end
+    assert tail_decline(FLAT) == pytest.approx(0.0, abs=0.02)
+    assert tail_decline([1.0] * 24) is None  # a window of 5 needs 25 batches at 20 %
+    assert tail_decline([1.0] * 45 + [float("nan")] * 5) == 0.0  # non-finite batches left out, not propagated
+
+
+def test_training_converged_premise_fails_on_a_loss_still_falling_and_is_unchecked_without_curves(tmp_path):
+    reg = load_registry(measures=set(MEASURES), checks=set(PREMISES))
+    prem = next(p for p in reg.premises.values() if p.check["kind"] == "training_converged")
+    c = Claim(id="c", paper="Table 2", artefact="table2", claim="x", measure={"kind": "cell"}, direction=1, sesoi=1.0,
+              units="points", test="paired")
+    sweep = tmp_path / "multiruns" / "table2_tiny"
+    run(sweep / "a", job="train", train_tasks=["a"], neurons="task", seed=1, training={"batches": 50, "losses": FLAT})
+    ok, detail = PREMISES["training_converged"](prem.check, c, None, Sources(tmp_path, "tiny"))
+    assert ok and "1 fits" in detail
+    run(sweep / "b", job="train", train_tasks=["b"], neurons="random", seed=1,
+        training={"batches": 50, "losses": [2.0 - i / 49 for i in range(50)]})  # still falling at the end
+    ok, detail = PREMISES["training_converged"](prem.check, c, None, Sources(tmp_path, "tiny"))
+    assert not ok and "(b random, seed 1" in detail
+    run(sweep / "c", job="train", train_tasks=["c"], neurons="task", seed=1, training={"batches": 40, "loss_last": 1.0})
+    with pytest.raises(NoData, match="no per-batch losses"):
+        PREMISES["training_converged"](prem.check, c, None, Sources(tmp_path, "tiny"))
+
+
 def test_fig6_rise_holds_on_runs_that_rise_and_its_premise_counts_proportions(tmp_path):
     sweep = tmp_path / "multiruns" / "fig6_tiny"
     for p, right in ((0.1, 10), (0.5, 25), (1.0, 40)):  # out of 60 examples: 10 -> 40 right
         scores = [100.0] * right + [0.0] * (60 - right)
         run(sweep / f"p{p}", job="train", neurons="task", proportion=p, train_tasks=["a"], seed=1,
-            tasks={"a": task(scores)})
+            tasks={"a": task(scores)}, training={"batches": 50, "losses": FLAT})
     reg = load_registry(measures=set(MEASURES), checks=set(PREMISES))
     rise = next(c for c in reg.claims if c.id == "E2.fig6.single_task_rises")
     results = {"fig6": {"artefact": "fig6", "tables": {}}}
     [v] = evaluate(type(reg)((rise,), reg.premises), results, Sources(tmp_path, "tiny"), MEASURES, PREMISES)
     assert v.verdict == HOLDS and math.isclose(v.effect, 50.0) and v.p < 0.001
-    assert v.premises == [{"id": "several_proportions", "ok": True, "detail": "3 proportions (0.1, 0.5, 1)"}]
+    assert v.premises[0] == {"id": "several_proportions", "ok": True, "detail": "3 proportions (0.1, 0.5, 1)"}
+    assert v.premises[1]["id"] == "training_converged" and v.premises[1]["ok"] is True
 
 
 def test_table4_with_too_few_models_is_inconclusive_naming_the_premise(tmp_path):
@@ -151,19 +186,21 @@ def test_continual_claims_read_complete_runs_and_their_premises(tmp_path):
     zero = {"t1": 10.0, "t2": 10.0}
     for seed, (ncft, seqft) in enumerate([(60, 40), (62, 41), (58, 39)], start=1):
         run(sweep / f"ncft_{seed}", job="continual", method="ncft", order_name="order1", order=order, seed=seed,
-            complete=True, zero_shot=zero, matrix=[[70, 10], [65, 55]], summary={"cl": ncft, "bwt": -5.0})
+            complete=True, zero_shot=zero, matrix=[[70, 10], [65, 55]], summary={"cl": ncft, "bwt": -5.0},
+            stage_info=[{"batches": 50, "losses": FLAT}] * 2)
         run(sweep / f"seqft_{seed}", job="continual", method="seqft", order_name="order1", order=order, seed=seed,
-            complete=True, zero_shot=zero, matrix=[[70, 10], [30, 60]], summary={"cl": seqft, "bwt": -40.0})
+            complete=True, zero_shot=zero, matrix=[[70, 10], [30, 60]], summary={"cl": seqft, "bwt": -40.0},
+            stage_info=[{"batches": 50, "losses": FLAT}] * 2)
         run(sweep / f"pertask_{seed}", job="continual", method="pertask", order_name="order1", order=order, seed=seed,
             complete=True, zero_shot=zero, matrix=[[70, 10], [70, 60]],
-            summary={"cl": 65, "bwt": 0.0, "per_task_scores": [70.0, 60.0]})
+            summary={"cl": 65, "bwt": 0.0, "per_task_scores": [70.0, 60.0]}, stage_info=[{"batches": 50, "losses": FLAT}] * 2)
     reg = load_registry(measures=set(MEASURES), checks=set(PREMISES))
     sub = tuple(c for c in reg.claims if c.id in ("E4.table5.ncft_cl_above_seqft", "E4.table5.wncft_above_ncft"))
     vs = {v.claim: v for v in evaluate(type(reg)(sub, reg.premises), {"table5": {"tables": {}}},
                                        Sources(tmp_path, "tiny"), MEASURES, PREMISES)}
     v = vs["E4.table5.ncft_cl_above_seqft"]
     assert v.verdict == HOLDS and math.isclose(v.effect, 20.0) and v.n == 3
-    assert [p["ok"] for p in v.premises] == [True, True]
+    assert [p["ok"] for p in v.premises] == [True, True, True]
     assert "no (order, seed) with complete wncft and ncft runs" in vs["E4.table5.wncft_above_ncft"].reason
 
 

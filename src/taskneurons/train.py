@@ -20,7 +20,7 @@ from taskneurons.data.datamodule import TaskDataModule
 from taskneurons.lit.divergence import constant_prediction_warnings, loss_warnings, print_warnings
 from taskneurons.lit.evaluation import resumable_test
 from taskneurons.lit.fit import ResumableFit
-from taskneurons.lit.losses import LossRecorder
+from taskneurons.lit.losses import LossRecorder, tail_decline
 from taskneurons.lit.module import CausalLMModule
 from taskneurons.models.fingerprint import model_fingerprint
 from taskneurons.neurons.controlled import check_controlled, controlled_set
@@ -157,7 +157,8 @@ def train_job(cfg: DictConfig, out: Path, meta: dict, state: JobState) -> dict[s
                          "seconds": round(train_seconds, 2), "model_fingerprint": model_fingerprint(model),
                          "trainable_params": trainable, "total_params": total,
                          "trainable_fraction": round(trainable / total, 6),
-                         "loss_first": losses.first(), "loss_last": losses.last(), "distributed": distributed},
+                         "loss_first": losses.first(), "loss_last": losses.last(), "distributed": distributed,
+                         "tail_decline": tail_decline(losses.losses), "losses": losses.curve()},
             "neuron_sets": set_info, "tasks": results, "before": before,
             "summary": {**summarize(results), **domain_summary(results)},
         }

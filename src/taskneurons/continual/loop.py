@@ -29,7 +29,7 @@ from taskneurons.data.loading import TaskData
 from taskneurons.lit.divergence import constant_prediction_warnings, loss_warnings, print_warnings
 from taskneurons.lit.evaluation import run_test
 from taskneurons.lit.fit import ResumableFit
-from taskneurons.lit.losses import LossRecorder
+from taskneurons.lit.losses import LossRecorder, tail_decline
 from taskneurons.lit.module import CausalLMModule, flat_results
 from taskneurons.models.fingerprint import model_fingerprint
 from taskneurons.runtime.atomic import write_json_with_checksum
@@ -227,6 +227,7 @@ def train_stage(ctx: Context, method: Method, stage: Stage) -> dict[str, Any]:
     return {"steps": n_batches // accumulate, "batches": n_batches, "resumed_from_batch": start,
             "seconds": round(time.perf_counter() - t0, 2), "trainable_params": trainable,
             "loss_first": losses.first(), "loss_last": losses.last(),
+            "tail_decline": tail_decline(losses.losses), "losses": losses.curve(),
             "warnings": loss_warnings(losses.losses, getattr(ctx.model.config, "vocab_size", None),
                                       where=f"stage {stage.index + 1} ({stage.name})")}
 

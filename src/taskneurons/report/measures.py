@@ -18,6 +18,7 @@ from statistics import mean
 import numpy as np
 from scipy import stats as sps
 
+from taskneurons.lit.losses import tail_decline
 from taskneurons.report.claims import Claim
 from taskneurons.report.paper_tables import paired_effect
 from taskneurons.report.runs import Run, load_runs, select
@@ -441,6 +442,37 @@ def p_table4_models_at_least(args: dict, claim: Claim, result: dict | None, src:
     return n >= args["n"], f"at least {n} models per test task"
 
 
+
+def _fits(metrics: dict) -> list[tuple[str, dict]]:
+    """Every fit of a run: a training job's one, or each trained stage of a continual run."""
+    where = f"seed {metrics.get('seed')}"
+    if metrics.get("job") == "train" and metrics.get("training"):
+        return [(f"{'+'.join(metrics.get('train_tasks') or [])} {metrics.get('neurons', '')}, {where}", metrics["training"])]
+    return [(f"{metrics.get('method')} stage {i + 1}, {where}", info)
+            for i, info in enumerate(metrics.get("stage_info") or []) if info.get("batches")]
+
+
+def p_training_converged(args: dict, claim: Claim, result: dict | None, src: Sources) -> tuple[bool, str]:
+    """Every fit behind the artefact had flattened out: over its last ``fraction`` of batches the fitted loss
+    fell by at most ``max_decline`` of its level (lit/losses.tail_decline). A run from before the per-batch
+    losses were kept, or too short to tell, leaves the premise unchecked (NoData), not passed."""
+    fits = [f for r in src.runs(claim.artefact) for f in _fits(r.metrics)]
+    if not fits:
+        raise NoData(f"no training runs under {src.sweep(claim.artefact)}")
+    fraction = float(args.get("fraction", 0.2))
+    declines = []
+    for where, info in fits:
+        if "losses" not in info:
+            raise NoData(f"{where}: no per-batch losses (a run from before they were kept): run it again")
+        d = tail_decline(info["losses"], fraction)
+        if d is None:
+            raise NoData(f"{where}: {len(info['losses'])} batches, too few to see the last {fraction:.0%} flatten")
+        declines.append((d, where))
+    worst = max(declines)
+    return worst[0] <= args["max_decline"], (f"largest fall over the last {fraction:.0%} of batches "
+                                              f"{100 * worst[0]:.1f} % of the loss ({worst[1]}; {len(fits)} fits)")
+
+
 PREMISES: dict[str, Callable[[dict, Claim, dict | None, Sources], tuple[bool, str]]] = {
     "table1_original_over_zeroshot": p_table1_original_over_zeroshot,
     "table2_trained_over_zeroshot": p_table2_trained_over_zeroshot,
@@ -449,4 +481,5 @@ PREMISES: dict[str, Callable[[dict, Claim, dict | None, Sources], tuple[bool, st
     "cl_seqft_forgets_first_task": p_cl_seqft_forgets_first_task,
     "proportions_at_least": p_proportions_at_least,
     "table4_models_at_least": p_table4_models_at_least,
+    "training_converged": p_training_converged,
 }
