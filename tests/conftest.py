@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,99 @@ def quickstart_code(tag: str) -> str:
     blocks = re.findall(rf"^```python {re.escape(tag)}\n(.*?)^```$", text, flags=re.M | re.S)
     assert len(blocks) == 1, f"docs/quickstart.md must hold one ```python {tag} block, found {len(blocks)}"
     return blocks[0]
+
+
+@dataclass
+class Ran:
+    """What ``run_here`` saw: the fields of a ``subprocess.CompletedProcess`` the tests read, and how often
+    the model was loaded (``assert_fails_cleanly`` checks it stayed 0, on top of the printed-output check)."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    model_loads: int = 0
+
+
+def run_here(args: list[str], env: dict | None = None) -> Ran:
+    """``python -m <args[0]> <args[1:]>`` run in this process: the module's own ``main`` (Hydra's decorated
+    main parses the command line, runs single runs and sweeps with the basic launcher and its callbacks,
+    then ``run_entry``), with the command's environment, working directory ``ROOT``, its stdout/stderr
+    captured and its exit status as the return code (an exception that escapes is a traceback and 1, as
+    in a process). Saves the ~6 s of imports a new interpreter costs. What a run changes in this process
+    (environment, argv, cwd, logging handlers, signal handlers, torch threads, warning filters, Hydra's
+    run config) is put back afterwards. ``env`` values of None remove that variable. Processes whose
+    process is the point (signals, kill -9, the launchers that start processes) stay subprocesses."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import re
+    import signal
+    import traceback
+    import warnings
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    import taskneurons.runtime.session as session
+
+    module = importlib.import_module(args[0])
+    if hasattr(module, "__path__"):  # a package: `python -m` runs its __main__
+        module = importlib.import_module(f"{args[0]}.__main__")
+    # the function the module's `if __name__ == "__main__":` block calls
+    entry = getattr(module, re.search(r'^if __name__ == "__main__":\s*\n\s+(\w+)\(\)\s*$',
+                                      Path(module.__file__).read_text(), flags=re.M).group(1))
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
+    saved_threads = torch.get_num_threads()
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    saved_signals = {s: signal.getsignal(s) for s in stop_signals}
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger)]
+    saved_loggers = {lg: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers}
+    real_load, loads = session.load_model_and_tokenizer, []
+
+    def counted_load(*a, **kw):
+        loads.append(1)
+        return real_load(*a, **kw)
+
+    # HYDRA_MAIN_MODULE=__main__: Hydra finds conf/ beside the module's file, as under `python -m`
+    os.environ.update({"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "HYDRA_MAIN_MODULE": "__main__"})
+    for k, v in (env or {}).items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    sys.argv = [module.__file__, *args[1:]]
+    os.chdir(ROOT)
+    session.load_model_and_tokenizer = counted_load
+    code = 0
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                entry()  # reads sys.argv, as under `python -m`
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, int | None):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        session.load_model_and_tokenizer = real_load
+        HydraConfig.instance().cfg = None  # outside a Hydra run again (run_dir(), in_multirun())
+        for lg, (handlers, level, propagate, disabled) in saved_loggers.items():
+            for h in lg.handlers:
+                if h not in handlers:
+                    h.close()
+            lg.handlers[:] = handlers
+            lg.level, lg.propagate, lg.disabled = level, propagate, disabled
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+        torch.set_num_threads(saved_threads)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Ran(list(args), code, out.getvalue(), err.getvalue(), len(loads))
