@@ -113,19 +113,19 @@ class Ran:
 
 
 def run_here(args: list[str], env: dict | None = None) -> Ran:
-    """``python -m <args[0]> <args[1:]>`` run in this process: the module's own ``main`` (Hydra's decorated
-    main parses the command line, runs single runs and sweeps with the basic launcher and its callbacks,
-    then ``run_entry``), with the command's environment, working directory ``ROOT``, its stdout/stderr
-    captured and its exit status as the return code (an exception that escapes is a traceback and 1, as
-    in a process). Saves the ~6 s of imports a new interpreter costs. What a run changes in this process
-    (environment, argv, cwd, logging handlers, signal handlers, torch threads, warning filters, Hydra's
-    run config) is put back afterwards. ``env`` values of None remove that variable. Processes whose
-    process is the point (signals, kill -9, the launchers that start processes) stay subprocesses."""
+    """``python -m <args[0]> <args[1:]>`` run in this process: ``runpy`` runs the module as ``__main__``, as
+    ``python -m`` does (Hydra's decorated main parses the command line, runs single runs and sweeps with the
+    basic launcher and its callbacks, then ``run_entry``), with the command's environment, working directory
+    ``ROOT``, its stdout/stderr captured and its exit status as the return code (an exception that escapes
+    is a traceback and 1, as in a process). Saves the ~6 s of imports a new interpreter costs. What a run
+    changes in this process (environment, argv, cwd, logging handlers, signal handlers, torch threads,
+    warning filters, Hydra's run config) is put back afterwards. ``env`` values of None remove that
+    variable. Runs whose process is the point (signals, kill -9, resource limits, launchers that start
+    processes, two processes compared or racing) stay subprocesses."""
     import contextlib
-    import importlib
     import io
     import logging
-    import re
+    import runpy
     import signal
     import traceback
     import warnings
@@ -135,12 +135,6 @@ def run_here(args: list[str], env: dict | None = None) -> Ran:
 
     import taskneurons.runtime.session as session
 
-    module = importlib.import_module(args[0])
-    if hasattr(module, "__path__"):  # a package: `python -m` runs its __main__
-        module = importlib.import_module(f"{args[0]}.__main__")
-    # the function the module's `if __name__ == "__main__":` block calls
-    entry = getattr(module, re.search(r'^if __name__ == "__main__":\s*\n\s+(\w+)\(\)\s*$',
-                                      Path(module.__file__).read_text(), flags=re.M).group(1))
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
     saved_threads = torch.get_num_threads()
@@ -155,21 +149,23 @@ def run_here(args: list[str], env: dict | None = None) -> Ran:
         loads.append(1)
         return real_load(*a, **kw)
 
-    # HYDRA_MAIN_MODULE=__main__: Hydra finds conf/ beside the module's file, as under `python -m`
-    os.environ.update({"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "HYDRA_MAIN_MODULE": "__main__"})
+    os.environ.update({"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"})
     for k, v in (env or {}).items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    sys.argv = [module.__file__, *args[1:]]
+    sys.argv = [args[0], *args[1:]]  # argv[0] becomes the module's file, as under `python -m`
     os.chdir(ROOT)
     session.load_model_and_tokenizer = counted_load
     code = 0
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            # a module a test imported earlier runs again as __main__ (as `python -m` runs a fresh copy)
+            warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
+                                    category=RuntimeWarning)
             try:
-                entry()  # reads sys.argv, as under `python -m`
+                runpy.run_module(args[0], run_name="__main__", alter_sys=True)  # what `python -m` does
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
                 if not isinstance(e.code, int | None):
