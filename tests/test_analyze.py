@@ -297,13 +297,15 @@ def test_analyze_bad_inputs_raise_one_config_error(tmp_path, tiny_gpt2):
 
 @pytest.mark.e2e
 def test_bad_analyze_and_controlled_inputs_exit_2_before_a_model_loads(tmp_path):
+    from conftest import run_here
     from test_entrypoints import assert_fails_cleanly, run
 
-    r = run(["taskneurons.analyze", "overlap", "analyze.proportions=[0.1,0.1]", f"hydra.run.dir={tmp_path}/a"])
+    # the two refused configs in this process (conftest.run_here); the CLI's own usage error as a process
+    r = run_here(["taskneurons.analyze", "overlap", "analyze.proportions=[0.1,0.1]", f"hydra.run.dir={tmp_path}/a"])
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "duplicates" in r.stderr
-    r = run(["taskneurons.train", "experiment=generalization_tiny", "neurons=controlled", "neurons.proportion=0.9",
-             "neurons.controlled.overlap=0.0", "train_tasks=[amazon,qqp,mnli]", "task=[amazon,qqp,mnli,sst2,paws,gptnli]",
-             f"hydra.run.dir={tmp_path}/b"])
+    r = run_here(["taskneurons.train", "experiment=generalization_tiny", "neurons=controlled", "neurons.proportion=0.9",
+                  "neurons.controlled.overlap=0.0", "train_tasks=[amazon,qqp,mnli]", "task=[amazon,qqp,mnli,sst2,paws,gptnli]",
+                  f"hydra.run.dir={tmp_path}/b"])
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert_fails_cleanly(r, tmp_path / "b", "outside N_y")
     r = run(["taskneurons.analyze", "nonsense"])

@@ -1,4 +1,6 @@
-"""The entry points run as a user runs them: subprocesses, tiny models, real shared data."""
+"""The entry points run as a user runs them: tiny models, real shared data. ``python -m`` in a subprocess
+where the process is the point (one full evaluate run, the one-line error of a bad data file); the rest
+through the same command line in this process (``conftest.run_here``: no interpreter start per run)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, Ran, run_here
 
 pytestmark = pytest.mark.e2e
 
@@ -39,18 +41,19 @@ def test_evaluate_tiny_on_cl_standard_writes_metrics(tmp_path):
 
 
 def test_multirun_sweep_writes_one_result_per_job(tmp_path):
-    r = run(["taskneurons.evaluate", "--multirun", "model=tiny_gpt2", "task=rotten_tomatoes", "data.max_test=4",
+    r = run_here(["taskneurons.evaluate", "--multirun", "model=tiny_gpt2", "task=rotten_tomatoes", "data.max_test=4",
              "logger=csv", "seed=1,2", f"hydra.sweep.dir={tmp_path}"])
     assert r.returncode == 0, r.stderr[-3000:]
     seeds = sorted(json.loads((tmp_path / str(i) / "metrics.json").read_text())["seed"] for i in (0, 1))
     assert seeds == [1, 2]
 
 
-def assert_fails_cleanly(r: subprocess.CompletedProcess, out: Path, needle: str) -> None:
+def assert_fails_cleanly(r: subprocess.CompletedProcess | Ran, out: Path, needle: str) -> None:
     assert r.returncode != 0
     assert needle in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert "Loading weights" not in r.stderr + r.stdout, "the model must not load before the error"
+    assert getattr(r, "model_loads", 0) == 0, "the model must not load before the error"
     assert not (out / "metrics.json").exists()
 
 
@@ -67,7 +70,7 @@ def assert_fails_cleanly(r: subprocess.CompletedProcess, out: Path, needle: str)
 )
 def test_bad_input_fails_before_the_model_loads(tmp_path, overrides, needle):
     out = tmp_path / "run"
-    r = run(["taskneurons.evaluate", "model=smollm2_135m", *overrides, f"hydra.run.dir={out}"])
+    r = run_here(["taskneurons.evaluate", "model=smollm2_135m", *overrides, f"hydra.run.dir={out}"])
     assert_fails_cleanly(r, out, needle)
 
 
@@ -86,10 +89,8 @@ def test_bad_jsonl_row_is_named_by_file_and_line(tmp_path):
 
 
 def test_missing_data_root_is_explained(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TASKNEURONS_DATA"}
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "taskneurons.evaluate", "model=tiny_llama", "benchmark=cl_standard",
-                        f"hydra.run.dir={out}"], cwd=ROOT, env={**env, "WANDB_MODE": "offline"},
-                       capture_output=True, text=True, timeout=300)
+    r = run_here(["taskneurons.evaluate", "model=tiny_llama", "benchmark=cl_standard", f"hydra.run.dir={out}"],
+                 env={"TASKNEURONS_DATA": None})
     assert_fails_cleanly(r, out, "paths.data_dir is not set")
     assert "TASKNEURONS_DATA" in r.stderr

@@ -1,6 +1,10 @@
 """Fault suite: kills, bad files, failing sweep jobs, no network, full disk. Nothing finished is lost,
 nothing wrong is reported. `make test` runs each fault once; `make faults` repeats the kills
-(TASKNEURONS_FAULT_REPEATS, default 1) at different random points."""
+(TASKNEURONS_FAULT_REPEATS, default 1) at different random points.
+
+What is killed, limited or compared across processes runs as a process of its own (``python -m``); the
+runs around it (the uninterrupted reference, the resuming rerun, sweeps) run the same command line in
+this process (``conftest.run_here``)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, Ran, run_here
 
 pytestmark = pytest.mark.faults
 REPEATS = int(os.environ.get("TASKNEURONS_FAULT_REPEATS", "1"))
@@ -45,6 +49,11 @@ def run_to_end(args: list[str], output_root: Path, run_dir: Path, **kw) -> subpr
                           capture_output=True, text=True, timeout=600, **kw)
 
 
+def run_here_to_end(args: list[str], output_root: Path, run_dir: Path) -> Ran:
+    """``run_to_end`` in this process."""
+    return run_here([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(output_root)})
+
+
 def comparable(metrics: dict) -> dict:
     """What must be identical between an interrupted and an uninterrupted run (timings excluded)."""
     def strip(x):
@@ -64,7 +73,7 @@ def orphans(folder: Path) -> list[Path]:
 @pytest.mark.parametrize("job", list(JOBS))
 def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, job):
     args = JOBS[job]
-    ref = run_to_end(args, tmp_path / "ref", tmp_path / "ref_run")
+    ref = run_here_to_end(args, tmp_path / "ref", tmp_path / "ref_run")
     assert ref.returncode == 0, ref.stderr[-3000:]
     reference = json.loads((tmp_path / "ref_run" / "metrics.json").read_text())
     rng = random.Random(f"{job}-{REPEATS}")
@@ -88,7 +97,7 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, job):
             if killed:
                 break
             shutil.rmtree(root)  # finished untouched: start this attempt again from nothing
-        final = run_to_end(args, root, tmp_path / f"final_{attempt}")
+        final = run_here_to_end(args, root, tmp_path / f"final_{attempt}")  # resumes what the killed one kept
         assert final.returncode == 0, final.stderr[-3000:]
         resumed = json.loads((tmp_path / f"final_{attempt}" / "metrics.json").read_text())
         assert comparable(resumed) == comparable(reference), f"{job}: resumed result differs (attempt {attempt})"
@@ -180,8 +189,7 @@ def test_failing_sweep_job_does_not_stop_the_others_and_rerun_redoes_only_it(tmp
     tiny = [a for a in TINY if not a.startswith("data.max_test")]
     args = ["taskneurons.evaluate", "--multirun", *tiny, "task=rotten_tomatoes", "data.max_test=4,0,5",
             f"hydra.sweep.dir={sweep}"]
-    r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env_for(tmp_path / "out"), capture_output=True,
-                       text=True, timeout=600)
+    r = run_here(args, env={"TASKNEURONS_OUTPUT": str(tmp_path / "out")})
     assert r.returncode != 0  # the sweep reports its failure...
     summary = json.loads((sweep / "summary.json").read_text())
     status = {next(o for o in j["overrides"] if o.startswith("data.max_test=")): j for j in summary["jobs"]}
@@ -189,8 +197,7 @@ def test_failing_sweep_job_does_not_stop_the_others_and_rerun_redoes_only_it(tmp
     assert "data.max_test=0 must be a positive" in status["data.max_test=0"]["error"]
     assert (sweep / "2" / "metrics.json").is_file() and not (sweep / "1" / "metrics.json").exists()
     first = (sweep / "0" / "metrics.json").read_text()
-    r2 = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env_for(tmp_path / "out"), capture_output=True,
-                        text=True, timeout=600)
+    r2 = run_here(args, env={"TASKNEURONS_OUTPUT": str(tmp_path / "out")})
     again = json.loads((sweep / "summary.json").read_text())
     assert [j["status"] for j in again["jobs"]] == ["reused", "failed", "reused"], r2.stderr[-2000:]
     assert json.loads((sweep / "0" / "metrics.json").read_text())["tasks"] == json.loads(first)["tasks"]
@@ -211,9 +218,9 @@ def test_runs_complete_without_wandb(tmp_path, wandb_env):
 
 def test_same_seed_same_metrics_in_two_processes(tmp_path):
     outs = []
-    for i in range(2):
-        r = run_to_end(["taskneurons.evaluate", *TINY, "task=[rotten_tomatoes,bbc_title]"], tmp_path / f"o{i}",
-                       tmp_path / f"r{i}")
+    for i, runner in enumerate((run_to_end, run_here_to_end)):  # a process of its own, and this one
+        r = runner(["taskneurons.evaluate", *TINY, "task=[rotten_tomatoes,bbc_title]"], tmp_path / f"o{i}",
+                   tmp_path / f"r{i}")
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(comparable(json.loads((tmp_path / f"r{i}" / "metrics.json").read_text())))
     assert outs[0] == outs[1]
@@ -221,7 +228,7 @@ def test_same_seed_same_metrics_in_two_processes(tmp_path):
 
 def test_disk_full_is_a_clear_error_and_corrupts_nothing(tmp_path):
     root = tmp_path / "out"
-    ok = run_to_end(["taskneurons.identify", *TINY, "task=rotten_tomatoes"], root, tmp_path / "ok")
+    ok = run_here_to_end(["taskneurons.identify", *TINY, "task=rotten_tomatoes"], root, tmp_path / "ok")
     assert ok.returncode == 0, ok.stderr[-2000:]
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 

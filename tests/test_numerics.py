@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, compose
+from conftest import ROOT, Ran, compose, run_here
 
 TINY = ["model=tiny_llama", "logger=csv", "data.max_train=16", "data.max_test=4", "neurons.max_examples=8",
         "eval.cls_scorers=[loglik]", "eval.gen_max_new_tokens=4", "trainer.enable_progress_bar=false"]
@@ -27,6 +27,11 @@ def env_for(root: Path, **extra: str) -> dict:
 def run(args: list[str], root: Path, run_dir: Path, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env_for(root, **extra),
                           capture_output=True, text=True, timeout=600)
+
+
+def run_in_process(args: list[str], root: Path, run_dir: Path, **extra: str) -> Ran:
+    """``run`` in this process (``conftest.run_here``): the same command line, exit code and output."""
+    return run_here([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(root), **extra})
 
 
 def error_lines(err: str) -> list[str]:
@@ -273,9 +278,8 @@ def test_nan_training_loss_stops_at_that_step_keeps_the_last_good_checkpoint_and
 @pytest.mark.e2e
 def test_a_sweep_records_the_nan_job_as_failed_and_runs_the_others(tmp_path):
     sweep = tmp_path / "sweep"
-    r = subprocess.run([sys.executable, "-m", TRAIN[0], "--multirun", *TRAIN[1:], "optim.max_steps=3", "optim.lr=1e30,1e-3",
-                        f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env_for(tmp_path / "out"), capture_output=True,
-                       text=True, timeout=600)
+    r = run_here([TRAIN[0], "--multirun", *TRAIN[1:], "optim.max_steps=3", "optim.lr=1e30,1e-3",
+                  f"hydra.sweep.dir={sweep}"], env={"TASKNEURONS_OUTPUT": str(tmp_path / "out")})
     assert r.returncode != 0
     jobs = json.loads((sweep / "summary.json").read_text())["jobs"]
     assert [j["status"] for j in jobs] == ["failed", "completed"], r.stderr[-3000:]
@@ -287,7 +291,7 @@ def test_a_sweep_records_the_nan_job_as_failed_and_runs_the_others(tmp_path):
 @pytest.mark.e2e
 def test_a_collapsed_run_finishes_with_warnings_in_metrics_and_one_line_each(tmp_path):
     run_dir = tmp_path / "run"
-    r = run([*TRAIN, "optim.lr=1e3", "model.dtype=float32", "optim.max_steps=12"], tmp_path / "out", run_dir)
+    r = run_in_process([*TRAIN, "optim.lr=1e3", "model.dtype=float32", "optim.max_steps=12"], tmp_path / "out", run_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     codes = [w["code"] for w in metrics["warnings"]]
@@ -300,14 +304,15 @@ def test_a_collapsed_run_finishes_with_warnings_in_metrics_and_one_line_each(tmp
 @pytest.mark.e2e
 def test_a_job_that_cannot_fit_stops_before_loading_with_options_and_the_override_runs_it(tmp_path):
     args = ["taskneurons.evaluate", *TINY, "task=[sst2]"]
-    r = run(args, tmp_path / "out", tmp_path / "run", TASKNEURONS_MEMORY_LIMIT_MB="50")
+    r = run_in_process(args, tmp_path / "out", tmp_path / "run", TASKNEURONS_MEMORY_LIMIT_MB="50")
     assert r.returncode == 2, r.stderr[-3000:]
     (line,) = error_lines(r.stderr)
     assert line.startswith("error: tiny_llama (0.1 M parameters, model.config) needs about ")
     assert "(evaluation: " in line and "0.05 GB available (TASKNEURONS_MEMORY_LIMIT_MB)" in line
     assert "preflight.memory=false runs it anyway" in line and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "metrics.json").exists() and not finals(tmp_path / "out")
-    ok = run([*args, "preflight.memory=false"], tmp_path / "out", tmp_path / "forced", TASKNEURONS_MEMORY_LIMIT_MB="50")
+    ok = run_in_process([*args, "preflight.memory=false"], tmp_path / "out", tmp_path / "forced",
+                        TASKNEURONS_MEMORY_LIMIT_MB="50")
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert json.loads((tmp_path / "forced" / "metrics.json").read_text())["tasks"]["sst2"]["n"] == 4
     assert len(finals(tmp_path / "out")) == 1
@@ -317,7 +322,7 @@ def test_a_job_that_cannot_fit_stops_before_loading_with_options_and_the_overrid
 @pytest.mark.skipif(torch.cuda.is_available(), reason="float16 is resolved only on a CPU")
 def test_float16_on_a_cpu_is_resolved_with_a_message_and_trains_without_nan(tmp_path):
     run_dir = tmp_path / "run"
-    r = run([*TRAIN, "model.dtype=float16", "optim.lr=1e-3", "optim.max_steps=4"], tmp_path / "out", run_dir)
+    r = run_in_process([*TRAIN, "model.dtype=float16", "optim.lr=1e-3", "optim.max_steps=4"], tmp_path / "out", run_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "precision: model.dtype=float16 -> " in r.stderr and "float16 on a CPU is slow and overflows" in r.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -409,7 +414,7 @@ def test_the_memory_estimate_is_within_its_stated_factor_of_the_measured_peak(tm
 @pytest.mark.e2e
 def test_nan_in_a_continual_stage_fit_is_one_line_exit_3_and_no_result(tmp_path):
     run_dir = tmp_path / "run"
-    r = run(["taskneurons.continual", "continual/scale=tiny", "continual.order=[cl_dbpedia,cl_amazon]", "data.max_test=3",
+    r = run_in_process(["taskneurons.continual", "continual/scale=tiny", "continual.order=[cl_dbpedia,cl_amazon]", "data.max_test=3",
              "continual/method=seqft", "optim.lr=1e30", "optim.max_steps=3"], tmp_path / "out", run_dir)
     assert r.returncode == 3, r.stderr[-3000:]
     (line,) = error_lines(r.stderr)

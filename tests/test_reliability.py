@@ -1,6 +1,9 @@
 """Reliability on a cluster (issue 12): stop signals, unreachable or gated hubs, non-UTF-8 files, two
-identical runs at once. Subprocess tests run the entry points as a user (or a scheduler) would; the
-longer signal cases run in `make faults` only (TASKNEURONS_FAULT_REPEATS is set there)."""
+identical runs at once. What gets a signal, reads the hub settings at import or races another process
+runs the entry point as a process of its own, as a user (or a scheduler) would; the runs around it (the
+uninterrupted reference, the resuming rerun) and the one-line refusal of a bad file run the same command
+line in this process (``conftest.run_here``). The longer signal cases run in `make faults` only
+(TASKNEURONS_FAULT_REPEATS is set there)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, Ran, run_here
 
 TINY = ["model=tiny_llama", "logger=csv", "data.max_train=32", "data.max_test=6", "neurons.max_examples=12",
         "eval.cls_scorers=[loglik]", "eval.gen_max_new_tokens=4"]
@@ -41,6 +44,11 @@ def start(args: list[str], root: Path, run_dir: Path, **extra: str) -> subproces
 def run(args: list[str], root: Path, run_dir: Path, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env_for(root, **extra),
                           capture_output=True, text=True, timeout=600)
+
+
+def run_in_process(args: list[str], root: Path, run_dir: Path, **extra: str) -> Ran:
+    """``run`` in this process (``conftest.run_here``): the same command line, exit code and output."""
+    return run_here([*args, f"hydra.run.dir={run_dir}"], env={"TASKNEURONS_OUTPUT": str(root), **extra})
 
 
 def wait_for(proc: subprocess.Popen, pattern: str, root: Path, timeout: float = 300) -> None:
@@ -79,7 +87,7 @@ def interrupted_then_resumed(tmp_path: Path, args: list[str], progress: str, sig
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: interrupted by {signal.Signals(sig).name}") and "run the same command again" in last
     assert "Traceback" not in err and not (tmp_path / "stopped" / "metrics.json").exists()
-    again = run(args, root, tmp_path / "resumed")
+    again = run_in_process(args, root, tmp_path / "resumed")  # resumes what the signalled process kept
     assert again.returncode == 0, again.stderr[-3000:]
     return json.loads((tmp_path / "resumed" / "metrics.json").read_text())
 
@@ -90,7 +98,7 @@ def interrupted_then_resumed(tmp_path: Path, args: list[str], progress: str, sig
 @pytest.mark.parametrize("accumulate", [1, pytest.param(2, marks=[pytest.mark.faults, in_make_faults])])
 def test_sigterm_mid_training_checkpoints_now_exits_143_and_resumes_identically(tmp_path, accumulate):
     args = [*TRAIN, f"+trainer.accumulate_grad_batches={accumulate}"]
-    ref = run(args, tmp_path / "ref", tmp_path / "ref_run")
+    ref = run_in_process(args, tmp_path / "ref", tmp_path / "ref_run")
     assert ref.returncode == 0, ref.stderr[-3000:]
     reference = json.loads((tmp_path / "ref_run" / "metrics.json").read_text())
     # the first periodic checkpoint (batch 4) is on disk: the signal comes during the batches after it
@@ -112,7 +120,7 @@ def test_sigterm_mid_training_checkpoints_now_exits_143_and_resumes_identically(
 @in_make_faults
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_evaluation_exits_128_plus_signal_and_resumes_identically(tmp_path, sig):
-    ref = run(EVALUATE, tmp_path / "ref", tmp_path / "ref_run")
+    ref = run_in_process(EVALUATE, tmp_path / "ref", tmp_path / "ref_run")
     assert ref.returncode == 0, ref.stderr[-3000:]
     # the baseline evaluation is kept: the signal comes during the deactivation evaluations after it
     code = code_version()
@@ -240,8 +248,8 @@ def test_a_latin1_file_is_one_line_with_file_and_byte_offset_and_a_bom_is_accept
     (data / "qqp" / "test.jsonl").write_bytes(first.encode() + second.encode("latin-1"))  # a Latin-1 export
     offset = len(first.encode()) + second.encode("latin-1").index(b"\xe9")
     out = tmp_path / "run"
-    r = run(["taskneurons.evaluate", *TINY, "benchmark=generalization12", "task=[sst2,qqp]",
-             f"paths.data_dir={tmp_path / 'data'}"], tmp_path, out)
+    r = run_in_process(["taskneurons.evaluate", *TINY, "benchmark=generalization12", "task=[sst2,qqp]",
+                        f"paths.data_dir={tmp_path / 'data'}"], tmp_path, out)
     assert r.returncode == 2, r.stderr[-3000:]
     lines = r.stderr.strip().splitlines()
     assert lines == [f"error: {data / 'qqp' / 'test.jsonl'}: not UTF-8 text (byte 0xe9 at byte offset {offset}, line 2); "

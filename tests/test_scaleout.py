@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose, tiny
+from conftest import compose, run_here, tiny
 from taskneurons import CONF_DIR
 from taskneurons.data import sampling
 from taskneurons.data.sampling import StepBatchSampler
@@ -70,8 +70,8 @@ def test_slurm_shapes_compose_and_every_value_overrides(shape, gpus, monkeypatch
 @pytest.mark.e2e
 def test_slurm_without_partition_is_one_line_before_any_job(tmp_path):
     sweep = tmp_path / "sweep"
-    r = run(["taskneurons.train", "--multirun", "launcher/slurm=cpu", "model=tiny_llama", "seed=1,2",
-             f"hydra.sweep.dir={sweep}"], env={"SBATCH_PARTITION": ""})
+    r = run_here(["taskneurons.train", "--multirun", "launcher/slurm=cpu", "model=tiny_llama", "seed=1,2",
+                  f"hydra.sweep.dir={sweep}"], env={"SBATCH_PARTITION": ""})
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: hydra.launcher.partition is not set"), r.stderr[-2000:]
     assert "Traceback" not in r.stderr
@@ -166,8 +166,8 @@ def test_ddp_attribution_and_neuron_training_equal_one_process(tmp_path):
     common = [*SMALL, "task=[rotten_tomatoes]"]
     train = ["optim.max_steps=3", "optim.lr=1e-3", "save_model=true", "data.batch_size=8"]
     one, ddp_id, ddp_tr = tmp_path / "one", tmp_path / "ddp_identify", tmp_path / "ddp_train"
-    # 1 process: identify (into store_one) and train on that set
-    r = run(["taskneurons.train", *common, *train, f"neurons.store_dir={tmp_path}/store_one", f"hydra.run.dir={one}"])
+    # 1 process (this one): identify (into store_one) and train on that set; the DDP runs start their own ranks
+    r = run_here(["taskneurons.train", *common, *train, f"neurons.store_dir={tmp_path}/store_one", f"hydra.run.dir={one}"])
     assert r.returncode == 0, r.stderr[-3000:]
     # 2 ranks: attribution split over the ranks, scores summed
     r = run(["taskneurons.identify", *common, *DDP2, f"neurons.store_dir={tmp_path}/store_ddp", f"hydra.run.dir={ddp_id}"])

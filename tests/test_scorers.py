@@ -198,6 +198,9 @@ def test_integrated_gradients_completeness_on_tiny_llama(tiny_llama):
     for steps in (8, 128):
         tokens, _ = ig_token_attributions(model, batch, pools, steps, "all")
         errors.append(abs(sum(float(t.double().sum()) for t in tokens.values()) - float(base - off)))
+    # called directly (without integrated_gradients' frozen parameters), it leaves weight gradients on the
+    # session's tiny_llama: cleared, so that later tests sharing the model find it as loaded
+    model.zero_grad(set_to_none=True)
     assert errors[1] < errors[0] / 8, errors  # right Riemann sum: error ~ 1/steps
     assert errors[1] < 0.02 * abs(float(base - off)) + 1e-5, (errors, float(base - off))
 
@@ -317,18 +320,13 @@ def test_ablation_sample_larger_than_the_model_is_one_problem(tiny_llama):
 
 @pytest.mark.e2e
 def test_identify_refuses_lape_on_one_task_in_one_line_before_loading(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from conftest import run_here
 
-    from conftest import ROOT
-
-    r = subprocess.run([sys.executable, "-m", "taskneurons.identify", "model=smollm2_135m", "model.dtype=float32",
-                        "task=rotten_tomatoes", "neurons.method=lape",
-                        f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    r = run_here(["taskneurons.identify", "model=smollm2_135m", "model.dtype=float32", "task=rotten_tomatoes",
+                  "neurons.method=lape", f"hydra.run.dir={tmp_path}"])
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0 and "neurons.method=lape compares tasks" in r.stderr, r.stderr
+    assert r.model_loads == 0, "refused before the model loads"
 
 
 def test_grad_x_act_through_the_registry_is_bit_identical_to_attribute(tiny_llama):
