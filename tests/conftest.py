@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
     worker is left alone with a long one at the end. Each module stays in one piece (its module-scoped
     fixtures are built once). Without -n the order is pytest's own. The workers collect (xdist sets their
     numprocesses to None, so a worker is recognised by its workerinput) and the scheduler hands out modules
-    in their collection order (``pytest_xdist_make_scheduler``)."""
+    in their collection order (`--no-loadscope-reorder`, pytest-xdist >= 3.8; the Makefile's test target)."""
     if not (config.getoption("numprocesses", default=None) or hasattr(config, "workerinput")):
         return
 
@@ -49,42 +49,6 @@ def pytest_collection_modifyitems(config, items):
         module = item.nodeid.split("::", 1)[0]
         first[module] = min(first.get(module, 2), weight(item))
     items.sort(key=lambda item: first[item.nodeid.split("::", 1)[0]])  # stable: a module keeps its order
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadscope`` hands out modules in the order ``pytest_collection_modifyitems`` gives them
-    (longest first). xdist's own loadscope queues them by their number of tests instead, so a module of one
-    long test (real SmolLM2) started last and ran alone at the end."""
-    if config.getoption("dist", default=None) != "loadscope":
-        return None
-    from collections import OrderedDict
-
-    from xdist.scheduler import LoadScopeScheduling
-
-    class LoadScopeInCollectionOrder(LoadScopeScheduling):
-        def schedule(self) -> None:
-            assert self.collection_is_completed
-            if self.collection is not None or not self._check_nodes_have_same_collection():
-                return super().schedule()  # a rescheduling, or xdist reports the differing collections
-            self.collection = list(next(iter(self.registered_collections.values())))
-            if not self.collection:
-                return None
-            queue: OrderedDict[str, dict[str, bool]] = OrderedDict()
-            for nodeid in self.collection:  # collection order, not xdist's by-size order
-                queue.setdefault(self._split_scope(nodeid), {})[nodeid] = False
-            self.workqueue = queue
-            for _ in range(len(self.nodes) - len(self.workqueue)):  # more workers than modules
-                self.assigned_work.popitem()[0].shutdown()
-            for node in self.nodes:
-                self._assign_work_unit(node)
-            for node in self.nodes:
-                self._reschedule(node)
-            if not self.workqueue:
-                for node in self.nodes:
-                    node.shutdown()
-            return None
-
-    return LoadScopeInCollectionOrder(config, log)
 
 
 def compose(config_name: str = "evaluate", overrides: list[str] | None = None):
