@@ -453,25 +453,34 @@ def _fits(metrics: dict) -> list[tuple[str, dict]]:
 
 
 def p_training_converged(args: dict, claim: Claim, result: dict | None, src: Sources) -> tuple[bool, str]:
-    """Every fit behind the artefact had flattened out: over its last ``fraction`` of batches the fitted loss
-    fell by at most ``max_decline`` of its level (lit/losses.tail_decline). A run from before the per-batch
-    losses were kept, or too short to tell, leaves the premise unchecked (NoData), not passed."""
+    """Every fit behind the artefact had flattened out. A fit fails when, over its last ``fraction`` of batches,
+    the least-squares line of its per-batch loss falls by more than ``max_decline`` of its level
+    (lit/losses.tail_decline) *and* that fall is significant (one-sided p < ``alpha`` for the slope): per-batch
+    losses at their floor scatter widely, and a line through a few of them tilts by chance. A run from before the
+    per-batch losses were kept, or too short to tell, leaves the premise unchecked (NoData), not passed."""
     fits = [f for r in src.runs(claim.artefact) for f in _fits(r.metrics)]
     if not fits:
         raise NoData(f"no training runs under {src.sweep(claim.artefact)}")
-    fraction = float(args.get("fraction", 0.2))
-    declines = []
+    fraction, alpha = float(args.get("fraction", 0.2)), float(args.get("alpha", 0.05))
+    falling, worst = [], None
     for where, info in fits:
         if "losses" not in info:
             raise NoData(f"{where}: no per-batch losses (a run from before they were kept): run it again")
         d = tail_decline(info["losses"], fraction)
         if d is None:
             raise NoData(f"{where}: {len(info['losses'])} batches, too few to see the last {fraction:.0%} flatten")
-        declines.append((d, where))
-    worst = max(declines)
-    return worst[0] <= args["max_decline"], (f"largest fall over the last {fraction:.0%} of batches "
-                                              f"{100 * worst[0]:.1f} % of the loss ({worst[1]}; {len(fits)} fits)")
-
+        tail = np.asarray(info["losses"][len(info["losses"]) - int(len(info["losses"]) * fraction + 1e-9):], dtype=float)
+        tail = tail[np.isfinite(tail)]
+        fit = sps.linregress(np.arange(len(tail), dtype=float), tail)
+        p = fit.pvalue / 2 if fit.slope < 0 else 1 - fit.pvalue / 2  # one-sided: still falling
+        if worst is None or d > worst[0]:
+            worst = (d, p, where)
+        if d > args["max_decline"] and p < alpha:
+            falling.append((d, p, where))
+    d, p, where = max(falling) if falling else worst
+    what = "still falling" if falling else "flat"
+    return not falling, (f"{what}: largest fall over the last {fraction:.0%} of batches {100 * d:.1f} % of the loss, "
+                         f"one-sided p {p:.2f} ({where}; {len(fits)} fits)")
 
 PREMISES: dict[str, Callable[[dict, Claim, dict | None, Sources], tuple[bool, str]]] = {
     "table1_original_over_zeroshot": p_table1_original_over_zeroshot,
