@@ -76,7 +76,7 @@ demo: install  ## the main job: SmolLM2 on the starter tasks, task neurons, deac
 	$(PY) -m taskneurons.evaluate experiment=demo
 
 TEST_WORKERS ?= 2
-test: install  ## the whole test suite (offline, CPU, about 9 min on 2 cores), incl. the slow SmolLM2 tests and the fast fault cases
+test: install  ## the whole test suite (offline, CPU, about 8 min on 2 cores), incl. the slow SmolLM2 tests and the fast fault cases
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-fast: install  ## the suite without the slow SmolLM2, subprocess and fault tests
